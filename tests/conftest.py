@@ -1,0 +1,31 @@
+"""Test setup: 8 fake CPU devices (so sharding is always exercised) and shared paths."""
+
+import os
+import pathlib
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+from absl import flags  # noqa: E402
+
+flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+FIXTURES = SHARED / "fixtures" / "resshift"
+DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir():
+    if not FIXTURES.is_dir():
+        pytest.fail(f"golden fixtures not found at {FIXTURES} (expected ../shared beside the project)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    if not DATA.is_dir():
+        pytest.fail(f"test data not found at {DATA} (expected ../shared beside the project)")
+    return DATA
