@@ -1,0 +1,88 @@
+"""Small building blocks shared by the UNet, the autoencoder and LPIPS (NHWC everywhere).
+
+Attribute names mirror PyTorch (see resshift_jax.weights): a Conv has `kernel` (kh,kw,I,O)
+and `bias`, a norm has `scale` and `bias`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class GroupNorm(nnx.Module):
+    """torch.nn.GroupNorm on NHWC, statistics and affine in float32, output in the input dtype.
+
+    The UNet uses eps 1e-5 (GroupNorm32), the VQ autoencoder eps 1e-6.
+    """
+
+    def __init__(self, num_channels: int, *, num_groups: int = 32, eps: float = 1e-5):
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: {num_channels} channels not divisible by {num_groups} groups")
+        self.num_groups = num_groups
+        self.eps = eps
+        self.scale = nnx.Param(jnp.ones((num_channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((num_channels,), jnp.float32))
+
+    def __call__(self, x):
+        dtype = x.dtype
+        b, h, w, c = x.shape
+        xg = x.astype(jnp.float32).reshape(b, h * w, self.num_groups, c // self.num_groups)
+        mean = jnp.mean(xg, axis=(1, 3), keepdims=True)
+        var = jnp.mean(jnp.square(xg - mean), axis=(1, 3), keepdims=True)
+        y = ((xg - mean) * jax.lax.rsqrt(var + self.eps)).reshape(b, h, w, c)
+        y = y * self.scale[...] + self.bias[...]
+        return y.astype(dtype)
+
+
+class Conv2d(nnx.Module):
+    """torch.nn.Conv2d semantics on NHWC: explicit symmetric/asymmetric padding, float32 params,
+    computed in `dtype` (params cast on use)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, *, stride: int = 1,
+                 padding=None, dtype=jnp.float32, rngs: nnx.Rngs):
+        k = kernel_size
+        if padding is None:
+            padding = k // 2
+        if isinstance(padding, int):
+            padding = ((padding, padding), (padding, padding))
+        self.stride = stride
+        self.padding = tuple(tuple(p) for p in padding)
+        self.dtype = dtype
+        fan_in = in_ch * k * k
+        bound = 1.0 / fan_in ** 0.5  # PyTorch's default (kaiming_uniform a=sqrt(5)) bound
+        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), (k, k, in_ch, out_ch), jnp.float32, -bound, bound))
+        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_ch,), jnp.float32, -bound, bound))
+
+    def __call__(self, x):
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), self.kernel[...].astype(self.dtype),
+            window_strides=(self.stride, self.stride), padding=self.padding,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=jnp.float32 if self.dtype == jnp.float32 else None)
+        return (y + self.bias[...].astype(y.dtype)).astype(self.dtype)
+
+
+class Linear(nnx.Module):
+    """torch.nn.Linear with `kernel` (in,out), computed in `dtype`."""
+
+    def __init__(self, in_features: int, out_features: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+        bound = 1.0 / in_features ** 0.5
+        self.dtype = dtype
+        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), (in_features, out_features), jnp.float32, -bound, bound))
+        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_features,), jnp.float32, -bound, bound))
+
+    def __call__(self, x):
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        return y + self.bias[...].astype(self.dtype)
+
+
+def upsample_nearest2x(x):
+    """F.interpolate(scale_factor=2, mode='nearest') on NHWC."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def gelu_exact(x):
+    """torch.nn.GELU() default: the exact erf form (Flax/JAX default to tanh)."""
+    return jax.nn.gelu(x, approximate=False)
