@@ -1,0 +1,183 @@
+"""Residual-shifting diffusion, pure functions (NHWC, batch first, t = 0-based index (B,)).
+
+    forward     x_t = x0 + η_t (y − x0) + κ √η_t ε
+    posterior   q(x_{t−1} | x_t, x0) = N((η_{t−1}/η_t) x_t + (α_t/η_t) x0,  κ² (η_{t−1}/η_t) α_t)
+    prior       x_T = y + κ √η_T ε
+    loss        w_t ‖f_θ(x_t, y0, t) − x0‖²
+
+Every coefficient is gathered from the float64 table and cast to float32, as the reference does.
+A denoiser is any function `(x_in, t_net, lq) -> model_output`, where x_in is the normalised
+x_t and t_net the original (un-respaced) integer timestep.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from resshift_jax.schedule import Schedule
+
+Denoiser = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+def extract(schedule: Schedule, name: str, t: jax.Array, ndim: int = 4) -> jax.Array:
+    """Table `name` at timesteps t (B,), float32, shaped (B, 1, ..., 1) for broadcasting."""
+    values = schedule.f32(name)[t]
+    return values.reshape(values.shape + (1,) * (ndim - 1))
+
+
+def q_mean_variance(s: Schedule, x0, y, t):
+    """Mean, variance and log-variance of q(x_t | x0, y)."""
+    eta = extract(s, "etas", t, x0.ndim)
+    mean = eta * (y - x0) + x0
+    variance = jnp.broadcast_to(eta * s.kappa ** 2, x0.shape)
+    return mean, variance, jnp.log(variance)
+
+
+def q_sample(s: Schedule, x0, y, t, noise):
+    """x_t = x0 + η_t (y − x0) + κ √η_t ε."""
+    return extract(s, "etas", t, x0.ndim) * (y - x0) + x0 + extract(s, "kappa_sqrt_etas", t, x0.ndim) * noise
+
+
+def q_posterior_mean_variance(s: Schedule, x0, x_t, t):
+    """Mean, variance and clipped log-variance of q(x_{t−1} | x_t, x0)."""
+    mean = extract(s, "posterior_mean_coef1", t, x_t.ndim) * x_t + extract(s, "posterior_mean_coef2", t, x_t.ndim) * x0
+    variance = jnp.broadcast_to(extract(s, "posterior_variance", t, x_t.ndim), x_t.shape)
+    log_variance = jnp.broadcast_to(extract(s, "posterior_log_variance_clipped", t, x_t.ndim), x_t.shape)
+    return mean, variance, log_variance
+
+
+def scale_input_latent(s: Schedule, x_t, t):
+    """x_t / sqrt(κ² η_t + 1): the latent variance grows to about κ²η_t + 1."""
+    return x_t / jnp.sqrt(extract(s, "etas", t, x_t.ndim) * s.kappa ** 2 + 1)
+
+
+def scale_input_pixel(s: Schedule, x_t, t):
+    """x_t / (3 κ √η_t + 1): the pixel-space variant (not used by the SR configs)."""
+    return x_t / (extract(s, "sqrt_etas", t, x_t.ndim) * s.kappa * 3 + 1)
+
+
+def scale_input(s: Schedule, x_t, t):
+    """The network input normalisation of the config (`normalize_input`, `latent_flag`)."""
+    if not s.normalize_input:
+        return x_t
+    return scale_input_latent(s, x_t, t) if s.latent_flag else scale_input_pixel(s, x_t, t)
+
+
+def predict_xstart(s: Schedule, model_output, x_t, y, t):
+    """x̂0 from the network output for each prediction type of the reference."""
+    nd = x_t.ndim
+    if s.predict_type == "xstart":
+        return model_output
+    if s.predict_type == "residual":
+        return y - model_output
+    if s.predict_type == "epsilon":
+        return ((x_t - extract(s, "sqrt_etas", t, nd) * s.kappa * model_output - extract(s, "etas", t, nd) * y)
+                / extract(s, "one_minus_etas", t, nd))
+    if s.predict_type == "epsilon_scale":
+        return (x_t - model_output - extract(s, "etas", t, nd) * y) / extract(s, "one_minus_etas", t, nd)
+    raise ValueError(f"unknown predict_type {s.predict_type!r}")
+
+
+def network_timesteps(s: Schedule, t):
+    """The original timestep the network sees (respacing's timestep_map), int32."""
+    return jnp.asarray(s.timestep_map, jnp.int32)[t]
+
+
+def p_mean_variance(s: Schedule, denoiser: Denoiser, x_t, y, t, lq, clip_denoised: bool = False):
+    """Mean/variance of p(x_{t−1} | x_t) and x̂0; calls the denoiser once."""
+    model_output = denoiser(scale_input(s, x_t, t), network_timesteps(s, t), lq)
+    pred_xstart = predict_xstart(s, model_output.astype(x_t.dtype), x_t, y, t)
+    if clip_denoised:
+        pred_xstart = jnp.clip(pred_xstart, -1, 1)
+    mean, _, _ = q_posterior_mean_variance(s, pred_xstart, x_t, t)
+    variance = jnp.broadcast_to(extract(s, "posterior_variance", t, x_t.ndim), x_t.shape)
+    log_variance = jnp.broadcast_to(extract(s, "posterior_log_variance_clipped", t, x_t.ndim), x_t.shape)
+    return dict(mean=mean, variance=variance, log_variance=log_variance, pred_xstart=pred_xstart)
+
+
+def reverse_step(mean, log_variance, t, noise):
+    """x_{t−1} = mean + 1[t≠0] exp(½ log σ²_t) z (no noise at t = 0)."""
+    nonzero = (t != 0).astype(mean.dtype).reshape((-1,) + (1,) * (mean.ndim - 1))
+    return mean + nonzero * jnp.exp(0.5 * log_variance) * noise
+
+
+def p_sample(s: Schedule, denoiser: Denoiser, x_t, y, t, lq, noise, clip_denoised: bool = False):
+    """One reverse step; returns dict(sample, pred_xstart, mean)."""
+    out = p_mean_variance(s, denoiser, x_t, y, t, lq, clip_denoised)
+    sample = reverse_step(out["mean"], out["log_variance"], t, noise)
+    return dict(sample=sample, pred_xstart=out["pred_xstart"], mean=out["mean"])
+
+
+def prior_sample(s: Schedule, y, noise):
+    """x_T = y + κ √η_T ε (the η_T x0 term is neglected, as in the reference)."""
+    t = jnp.full((y.shape[0],), s.num_timesteps - 1, jnp.int32)
+    return y + extract(s, "kappa_sqrt_etas", t, y.ndim) * noise
+
+
+def loss_weight(s: Schedule, t, scheme: str | None = None):
+    """w_t of a named scheme (default: the schedule's), float32 (B,)."""
+    return jnp.asarray(s.loss_weights(scheme).astype("float32"))[t]
+
+
+def training_losses(s: Schedule, denoiser: Denoiser, z_start, z_y, t, lq, noise, scheme: str | None = None):
+    """Per-sample objective of the reference for latents z_start (HR) and z_y (encoded up(LR)).
+
+    Returns dict(mse: unweighted per-sample mean over H,W,C; loss: w_t · mse; z_t; pred_zstart).
+    For epsilon_scale the mse is divided by κ²η_t first, as the reference does.
+    """
+    z_t = q_sample(s, z_start, z_y, t, noise)
+    model_output = denoiser(scale_input(s, z_t, t), network_timesteps(s, t), lq).astype(z_t.dtype)
+    target = {
+        "xstart": z_start,
+        "residual": z_y - z_start,
+        "epsilon": noise,
+        "epsilon_scale": noise * s.kappa * extract(s, "sqrt_etas", t, noise.ndim),
+    }[s.predict_type]
+    mse = jnp.mean(jnp.square(target - model_output), axis=tuple(range(1, z_t.ndim)))
+    if s.predict_type == "epsilon_scale":
+        mse = mse / (s.kappa ** 2 * s.f32("etas")[t])
+    loss = mse * loss_weight(s, t, scheme)
+    return dict(mse=mse, loss=loss, z_t=z_t, pred_zstart=predict_xstart(s, model_output, z_t, z_y, t))
+
+
+def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = None,
+           noise: jax.Array | None = None, clip_denoised: bool = False, return_trajectory: bool = False):
+    """The reverse chain x_T -> x_0 as one `lax.scan` over the T steps.
+
+    Noise comes either from `key` or from `noise` of shape (T+1, *z_y.shape) in the reference's
+    draw order: noise[0] for the prior, noise[k] for the step at t = T−k (k = 1..T).
+    Returns x_0, or (x_0, dict(x_t=(T+1, ...) states starting at x_T, pred_xstart=(T, ...))).
+    """
+    T = s.num_timesteps
+    if (key is None) == (noise is None):
+        raise ValueError("sample: give exactly one of `key` or `noise`")
+    if noise is not None:
+        expected = (T + 1,) + tuple(z_y.shape)
+        if tuple(noise.shape) != expected:
+            raise ValueError(f"sample: noise must have shape {expected} (T+1, *latent), got {tuple(noise.shape)}")
+        prior_noise, step_noise = noise[0], noise[1:]
+        step_keys = None
+    else:
+        prior_key, steps_key = jax.random.split(key)
+        prior_noise = jax.random.normal(prior_key, z_y.shape, z_y.dtype)
+        step_keys = jax.random.split(steps_key, T)
+        step_noise = None
+    x_T = prior_sample(s, z_y, prior_noise)
+    ts = jnp.arange(T - 1, -1, -1, dtype=jnp.int32)
+
+    def body(x_t, xs):
+        i, z = xs
+        if z is None:
+            z = jax.random.normal(step_keys[i], x_t.shape, x_t.dtype)
+        t = jnp.full((x_t.shape[0],), ts[i], jnp.int32)
+        out = p_sample(s, denoiser, x_t, z_y, t, lq, z, clip_denoised)
+        return out["sample"], ((out["sample"], out["pred_xstart"]) if return_trajectory else None)
+
+    x_0, traj = jax.lax.scan(body, x_T, (jnp.arange(T), step_noise))
+    if not return_trajectory:
+        return x_0
+    states, preds = traj
+    return x_0, dict(x_t=jnp.concatenate([x_T[None], states], axis=0), pred_xstart=preds)

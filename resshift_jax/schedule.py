@@ -1,0 +1,176 @@
+"""The residual-shifting schedule (η_t, κ, p) and every table derived from it.
+
+Pure numpy: tables are built in float64 exactly as the reference builds them and handed to
+JAX as float32 (`Schedule.f32`). Indices are the 0-based array index t = 0..T-1 used by the
+reference code; the paper's t = 1..T is index t-1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+PREDICT_TYPES = ("xstart", "epsilon", "epsilon_scale", "residual")
+
+
+def exponential_sqrt_etas(steps: int, min_noise_level: float, etas_end: float = 0.99,
+                          kappa: float = 1.0, power: float = 0.3) -> np.ndarray:
+    """sqrt(η_t) of the 'exponential' schedule: √η_t = √η_1 · b^{((t/(T−1))^p)(T−1)}.
+
+    √η_1 = min(min_noise_level/κ, min_noise_level), √η_T = etas_end, b = (√η_T/√η_1)^{1/(T−1)}.
+    """
+    if steps < 2:
+        raise ValueError(f"the exponential schedule needs at least 2 steps, got {steps}")
+    sqrt_eta_1 = min(min_noise_level / kappa, min_noise_level)
+    if not 0 < sqrt_eta_1 < etas_end <= 1:
+        raise ValueError(f"need 0 < min(min_noise_level/kappa, min_noise_level) = {sqrt_eta_1} "
+                         f"< etas_end = {etas_end} <= 1")
+    b = math.exp(1 / (steps - 1) * math.log(etas_end / sqrt_eta_1))
+    exponent = np.linspace(0, 1, steps, endpoint=True) ** power * (steps - 1)
+    return np.power(np.full((steps,), b), exponent) * sqrt_eta_1
+
+
+def respace(sqrt_etas: np.ndarray, section_count: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Keep K of T steps, as the reference's `space_timesteps` with an integer K.
+
+    Kept original indices are {⌊(T/K)·x⌋ : x = 0..K−1}; returns (kept sqrt_etas, timestep_map).
+    """
+    T = len(sqrt_etas)
+    if section_count is None or section_count == T:
+        return np.asarray(sqrt_etas, np.float64), np.arange(T, dtype=np.int64)
+    if not 1 <= section_count <= T:
+        raise ValueError(f"timestep_respacing={section_count} must be in [1, {T}]")
+    frac_stride = T / section_count
+    kept = sorted({int(x * frac_stride) for x in range(section_count)})
+    kept = np.asarray(kept, np.int64)
+    return np.asarray(sqrt_etas, np.float64)[kept], kept
+
+
+def derived_tables(sqrt_etas: np.ndarray, kappa: float, predict_type: str = "xstart") -> dict[str, np.ndarray]:
+    """All per-timestep float64 tables of `GaussianDiffusion.__init__`."""
+    sqrt_etas = np.asarray(sqrt_etas, np.float64)
+    etas = sqrt_etas ** 2
+    if not ((etas > 0).all() and (etas <= 1).all()):
+        raise ValueError(f"every eta_t must lie in (0, 1]; got {etas}")
+    etas_prev = np.append(0.0, etas[:-1])
+    alpha = etas - etas_prev
+    posterior_variance = kappa ** 2 * etas_prev / etas * alpha
+    posterior_variance_clipped = np.append(posterior_variance[1], posterior_variance[1:])
+    if predict_type in ("xstart", "residual"):
+        weight_loss_mse = 0.5 / posterior_variance_clipped * (alpha / etas) ** 2
+    elif predict_type in ("epsilon", "epsilon_scale"):
+        weight_loss_mse = 0.5 / posterior_variance_clipped * (kappa * alpha / ((1 - etas) * sqrt_etas)) ** 2
+    else:
+        raise ValueError(f"predict_type {predict_type!r} not in {PREDICT_TYPES}")
+    return dict(
+        sqrt_etas=sqrt_etas,
+        etas=etas,
+        etas_prev=etas_prev,
+        alpha=alpha,
+        posterior_variance=posterior_variance,
+        posterior_variance_clipped=posterior_variance_clipped,
+        posterior_log_variance_clipped=np.log(posterior_variance_clipped),
+        posterior_mean_coef1=etas_prev / etas,
+        posterior_mean_coef2=alpha / etas,
+        weight_loss_mse=weight_loss_mse,
+        # products the reference forms in float64 before its float32 cast
+        kappa_sqrt_etas=kappa * sqrt_etas,
+        one_minus_etas=1 - etas,
+    )
+
+
+# --------------------------------------------------------------------------- w_t schemes
+# A scheme maps the float64 tables to per-timestep loss weights w_t (float64, shape (T,)).
+WeightScheme = Callable[[dict], np.ndarray]
+WEIGHT_SCHEMES: dict[str, WeightScheme] = {}
+
+
+def register_weight_scheme(name: str):
+    """Decorator: add a w_t scheme to the registry under `name`."""
+    def deco(fn: WeightScheme) -> WeightScheme:
+        if name in WEIGHT_SCHEMES:
+            raise ValueError(f"w_t scheme {name!r} is already registered")
+        WEIGHT_SCHEMES[name] = fn
+        return fn
+    return deco
+
+
+@register_weight_scheme("uniform")
+def uniform_weights(tables: dict) -> np.ndarray:
+    """w_t = 1 (the official configs, weighted_mse=False)."""
+    return np.ones_like(tables["etas"])
+
+
+@register_weight_scheme("kl")
+def kl_weights(tables: dict) -> np.ndarray:
+    """w_t = weight_loss_mse = 0.5/σ²_t · (α_t/η_t)² (the reference's weighted_mse=True).
+
+    For x0-prediction this is α_t / (2κ²η_tη_{t−1}) of the paper's KL bound, with σ²_0 clipped
+    to σ²_1 (so w_0 is finite).
+    """
+    return tables["weight_loss_mse"]
+
+
+def weight_scheme(name: str) -> WeightScheme:
+    try:
+        return WEIGHT_SCHEMES[name]
+    except KeyError:
+        raise ValueError(f"unknown w_t scheme {name!r}; registered: {', '.join(sorted(WEIGHT_SCHEMES))}") from None
+
+
+# --------------------------------------------------------------------------- Schedule
+@dataclasses.dataclass(frozen=True, eq=False)
+class Schedule:
+    """The (possibly respaced) schedule: float64 tables, κ, timestep map, prediction type."""
+
+    tables: dict  # name -> float64 (T,)
+    kappa: float
+    timestep_map: np.ndarray  # respaced index -> original index (int64)
+    predict_type: str = "xstart"
+    normalize_input: bool = True
+    latent_flag: bool = True
+    loss_weighting: str = "uniform"
+
+    @property
+    def num_timesteps(self) -> int:
+        return len(self.tables["etas"])
+
+    def f32(self, name: str) -> jnp.ndarray:
+        """A table as float32 (the reference gathers from float64, then casts)."""
+        return jnp.asarray(np.asarray(self.tables[name], np.float64).astype(np.float32))
+
+    def loss_weights(self, name: str | None = None) -> np.ndarray:
+        """w_t of a registered scheme (default: this schedule's `loss_weighting`), float64."""
+        return np.asarray(weight_scheme(name or self.loss_weighting)(self.tables), np.float64)
+
+
+def make_schedule(*, steps: int, min_noise_level: float, etas_end: float = 0.99, kappa: float = 2.0,
+                  power: float = 0.3, timestep_respacing: int | None = None, predict_type: str = "xstart",
+                  normalize_input: bool = True, latent_flag: bool = True, loss_weighting: str = "uniform",
+                  schedule_name: str = "exponential") -> Schedule:
+    if schedule_name != "exponential":
+        raise ValueError(f"schedule_name {schedule_name!r} is not supported (only 'exponential')")
+    weight_scheme(loss_weighting)  # fail early on a typo
+    sqrt_etas = exponential_sqrt_etas(steps, min_noise_level, etas_end, kappa, power)
+    kept, tmap = respace(sqrt_etas, timestep_respacing)
+    return Schedule(tables=derived_tables(kept, kappa, predict_type), kappa=float(kappa), timestep_map=tmap,
+                    predict_type=predict_type, normalize_input=normalize_input, latent_flag=latent_flag,
+                    loss_weighting=loss_weighting)
+
+
+def from_config(diffusion_cfg) -> Schedule:
+    """Schedule from the `diffusion` section of a config (official key names)."""
+    d = diffusion_cfg
+    weighting = d.get("loss_weighting", "uniform")
+    if d.get("weighted_mse", False) and weighting == "uniform":
+        weighting = "kl"
+    return make_schedule(steps=d.steps, min_noise_level=d.min_noise_level, etas_end=d.etas_end,
+                         kappa=d.kappa, power=d.schedule_kwargs.power,
+                         timestep_respacing=d.get("timestep_respacing", None),
+                         predict_type=d.predict_type, normalize_input=d.normalize_input,
+                         latent_flag=d.latent_flag, loss_weighting=weighting,
+                         schedule_name=d.schedule_name)

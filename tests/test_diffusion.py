@@ -1,0 +1,188 @@
+"""diffusion.py against diffusion_ops.npz (v1 config, stand-in network) and a hand-checked chain."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from resshift_jax import diffusion as D
+from resshift_jax import schedule
+from resshift_jax.config import load_config
+from resshift_jax.resize import bicubic_upsample
+
+TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def nhwc(a):
+    return jnp.asarray(np.moveaxis(a, 1, -1)) if a.ndim == 4 else jnp.asarray(a)
+
+
+def close(ours, ref, **tol):
+    ref = np.asarray(ref)
+    ours = np.asarray(ours)
+    if ref.ndim == 4:
+        ours = np.moveaxis(ours, -1, 1)
+    np.testing.assert_allclose(ours, ref, **(tol or TOL))
+
+
+@pytest.fixture(scope="module")
+def ops(fixtures_dir):
+    return dict(np.load(fixtures_dir / "diffusion_ops.npz"))
+
+
+@pytest.fixture(scope="module")
+def sched():
+    return schedule.from_config(load_config("realsr_v1").diffusion)
+
+
+def stand_in(ops, record):
+    """The fixture's fake network: returns `fake_model_output`, records what it receives."""
+    def net(x_in, t, lq):
+        record.update(x_in=x_in, t=t, lq=lq)
+        return nhwc(ops["fake_model_output"])
+    return net
+
+
+def test_forward_process(ops, sched):
+    x0, y, noise, t = nhwc(ops["x0"]), nhwc(ops["y"]), nhwc(ops["noise"]), jnp.asarray(ops["t"])
+    mean, var, logvar = D.q_mean_variance(sched, x0, y, t)
+    close(mean, ops["q_mean"]), close(var, ops["q_variance"]), close(logvar, ops["q_log_variance"])
+    close(D.q_sample(sched, x0, y, t, noise), ops["x_t"])
+    close(D.prior_sample(sched, y, noise), ops["prior_sample"])
+
+
+def test_posterior_and_scaling(ops, sched):
+    x0, x_t, t = nhwc(ops["x0"]), nhwc(ops["x_t"]), jnp.asarray(ops["t"])
+    mean, var, logvar = D.q_posterior_mean_variance(sched, x0, x_t, t)
+    close(mean, ops["q_posterior_mean"]), close(var, ops["q_posterior_variance"])
+    close(logvar, ops["q_posterior_log_variance_clipped"])
+    close(D.scale_input_latent(sched, x_t, t), ops["scale_input_latent"])
+    close(D.scale_input_pixel(sched, x_t, t), ops["scale_input_pixel"])
+    close(D.scale_input(sched, x_t, t), ops["scale_input_latent"])
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_p_mean_variance(ops, sched, clip):
+    rec = {}
+    x_t, y, t, lq = nhwc(ops["x_t"]), nhwc(ops["y"]), jnp.asarray(ops["t"]), nhwc(ops["lq"])
+    out = D.p_mean_variance(sched, stand_in(ops, rec), x_t, y, t, lq, clip_denoised=clip)
+    prefix = "pmv_clip_" if clip else "pmv_"
+    close(out["mean"], ops[prefix + "mean"]), close(out["pred_xstart"], ops[prefix + "pred_xstart"])
+    close(out["variance"], ops["pmv_variance"]), close(out["log_variance"], ops["pmv_log_variance"])
+    close(rec["x_in"], ops["pmv_net_in"])
+    np.testing.assert_array_equal(rec["t"], ops["pmv_net_t"])
+    assert rec["lq"] is lq
+
+
+def test_p_sample(ops, sched):
+    x_t, y, t, lq = nhwc(ops["x_t"]), nhwc(ops["y"]), jnp.asarray(ops["t"]), nhwc(ops["lq"])
+    out = D.p_sample(sched, stand_in(ops, {}), x_t, y, t, lq, nhwc(ops["p_sample_noise"]))
+    close(out["sample"], ops["p_sample_sample"])
+    assert ops["t"][0] == 0  # row 0 gets no noise
+    close(out["sample"][:1], ops["pmv_mean"][:1])
+
+
+@pytest.mark.parametrize("scheme,key", [("uniform", "train_loss_mse"), ("kl", "train_loss_weighted_mse")])
+def test_training_losses(ops, sched, scheme, key):
+    rec = {}
+    z_y = bicubic_upsample(nhwc(ops["train_y_lq"]), 4)
+    close(z_y, ops["bicubic_up_y_lq"])
+    t = jnp.asarray(ops["t"])
+    out = D.training_losses(sched, stand_in(ops, rec), nhwc(ops["x0"]), z_y, t, nhwc(ops["lq"]),
+                            nhwc(ops["noise"]), scheme=scheme)
+    np.testing.assert_allclose(out["loss"], ops[key], rtol=1e-5)  # reaches ~226 at t=0: relative
+    np.testing.assert_allclose(out["mse"], ops["train_loss_mse"], rtol=1e-5)
+    close(out["z_t"], ops["train_z_t"]), close(out["pred_zstart"], ops["train_pred_zstart"])
+    close(rec["x_in"], ops["train_net_in"])
+    np.testing.assert_array_equal(rec["t"], ops["train_net_t"])
+
+
+def test_other_prediction_types_invert_their_targets(ops):
+    """x̂0 recovered from the exact target of each prediction type equals x0."""
+    x0, y, noise, t = nhwc(ops["x0"]), nhwc(ops["y"]), nhwc(ops["noise"]), jnp.asarray(ops["t"])
+    for ptype in ("epsilon", "epsilon_scale", "residual"):
+        s = schedule.make_schedule(steps=15, min_noise_level=0.04, predict_type=ptype)
+        x_t = D.q_sample(s, x0, y, t, noise)
+        target = {"epsilon": noise, "residual": y - x0,
+                  "epsilon_scale": noise * s.kappa * D.extract(s, "sqrt_etas", t)}[ptype]
+        np.testing.assert_allclose(D.predict_xstart(s, target, x_t, y, t), x0, atol=2e-5)
+        out = D.training_losses(s, lambda *_: target, x0, y, t, None, noise)
+        np.testing.assert_allclose(out["mse"], 0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------- sampler
+def affine_denoiser(a=0.5, b=0.1):
+    """A stand-in network with an easy closed form: x0 = a·x_in + b·lq + 0.01·t."""
+    def net(x_in, t, lq):
+        return a * x_in + b * lq + 0.01 * t.astype(x_in.dtype)[:, None, None, None]
+    return net
+
+
+def hand_chain(s, net, z_y, lq, noise):
+    """The reference's p_sample_loop written out step by step in float64 numpy."""
+    T = s.num_timesteps
+    tab = {k: np.asarray(v, np.float64).astype(np.float32).astype(np.float64) for k, v in s.tables.items()}
+    x = np.asarray(z_y, np.float64) + tab["kappa_sqrt_etas"][T - 1] * np.asarray(noise[0], np.float64)
+    states, preds = [x], []
+    for k, t in enumerate(range(T - 1, -1, -1), start=1):
+        x_in = x / np.sqrt(tab["etas"][t] * s.kappa ** 2 + 1)
+        x0 = np.asarray(net(jnp.asarray(x_in, jnp.float32), jnp.full((x.shape[0],), t), jnp.asarray(lq)), np.float64)
+        mean = tab["posterior_mean_coef1"][t] * x + tab["posterior_mean_coef2"][t] * x0
+        x = mean + (t != 0) * np.exp(0.5 * tab["posterior_log_variance_clipped"][t]) * np.asarray(noise[k], np.float64)
+        states.append(x), preds.append(x0)
+    return np.stack(states), np.stack(preds)
+
+
+@pytest.mark.parametrize("cfg", ["realsr_v1", "realsr_v3"])
+def test_sampler_reproduces_hand_chain(cfg):
+    s = schedule.from_config(load_config(cfg).diffusion)
+    T = s.num_timesteps
+    rng = np.random.default_rng(0)
+    z_y = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    lq = rng.uniform(-1, 1, size=(2, 8, 8, 3)).astype(np.float32)
+    noise = rng.normal(size=(T + 1, 2, 8, 8, 3)).astype(np.float32)
+    net = affine_denoiser()
+    run = jax.jit(lambda z, l, n: D.sample(s, net, z, l, noise=n, return_trajectory=True))
+    x0, traj = run(z_y, lq, noise)
+    states, preds = hand_chain(s, net, z_y, lq, noise)
+    np.testing.assert_allclose(traj["x_t"], states, atol=1e-5)
+    np.testing.assert_allclose(traj["pred_xstart"], preds, atol=1e-5)
+    np.testing.assert_allclose(x0, states[-1], atol=1e-5)
+    # the last step returns x̂0 exactly: noise[T] is drawn but unused
+    np.testing.assert_array_equal(x0, traj["pred_xstart"][-1])
+    noise2 = noise.copy()
+    noise2[T] += 100.0
+    np.testing.assert_array_equal(run(z_y, lq, noise2)[0], x0)
+    # the prior uses noise[0]; step k uses noise[k]
+    noise3 = noise.copy()
+    noise3[1] += 1.0
+    x_t3 = run(z_y, lq, noise3)[1]["x_t"]
+    assert np.abs(np.asarray(x_t3[1]) - np.asarray(traj["x_t"][1])).max() > 1e-3
+    np.testing.assert_array_equal(x_t3[0], traj["x_t"][0])
+
+
+def test_sampler_sees_original_timesteps_when_respaced():
+    s = schedule.make_schedule(steps=15, min_noise_level=0.04, timestep_respacing=5)
+    seen = []
+    def net(x_in, t, lq):
+        jax.debug.callback(lambda v: seen.append(np.asarray(v)), t)
+        return x_in
+    D.sample(s, net, jnp.zeros((1, 4, 4, 3)), jnp.zeros((1, 4, 4, 3)), key=jax.random.key(0))
+    jax.effects_barrier()
+    assert [int(v[0]) for v in seen] == [12, 9, 6, 3, 0]
+
+
+def test_sampler_key_mode_is_deterministic_and_batch_sharded():
+    s = schedule.from_config(load_config("realsr_v3").diffusion)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    z_y = jax.device_put(jnp.ones((8, 8, 8, 3)), sharding)
+    run = jax.jit(lambda z, k: D.sample(s, affine_denoiser(), z, z, key=k), out_shardings=sharding)
+    a, b = run(z_y, jax.random.key(1)), run(z_y, jax.random.key(1))
+    np.testing.assert_array_equal(a, b)
+    assert a.sharding.is_equivalent_to(sharding, 4)
+    assert np.abs(np.asarray(run(z_y, jax.random.key(2)) - a)).max() > 1e-3
+    with pytest.raises(ValueError, match="exactly one"):
+        D.sample(s, affine_denoiser(), z_y, z_y)
+    with pytest.raises(ValueError, match=r"\(T\+1, \*latent\)"):
+        D.sample(s, affine_denoiser(), z_y, z_y, noise=jnp.zeros((4, 8, 8, 8, 3)))
