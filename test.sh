@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up the environment (Python 3.12 venv + requirements) and run the whole test suite
+# on 8 fake CPU devices, so sharding is always exercised.
+set -euo pipefail
+cd "$(dirname "$0")"
+bash scripts/setup_env.sh
+export XLA_FLAGS="--xla_force_host_platform_device_count=8 ${XLA_FLAGS:-}"
+export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
+exec .venv/bin/python -m pytest -q tests "$@"
