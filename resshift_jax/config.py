@@ -90,6 +90,8 @@ def diffusion_config(steps: int, min_noise_level: float) -> ml_collections.Confi
         # resshift-jax: name of the w_t scheme (schedule.WEIGHT_SCHEMES). `weighted_mse=True`
         # in the official sense equals loss_weighting='kl'.
         loss_weighting="uniform",
+        loss_weighting_kwargs={},  # e.g. {"max_ratio": 10.0} for kl_clipped, {"gamma": 5.0} for min_snr
+        t_sampling="uniform",  # schedule.T_SAMPLERS; non-uniform t gets importance weights 1/(T p_t)
     ))
 
 

@@ -118,8 +118,18 @@ def prior_sample(s: Schedule, y, noise):
 
 
 def loss_weight(s: Schedule, t, scheme: str | None = None):
-    """w_t of a named scheme (default: the schedule's), float32 (B,)."""
-    return jnp.asarray(s.loss_weights(scheme).astype("float32"))[t]
+    """w_t of a named scheme (default: the schedule's) times the importance weight of the
+    schedule's t sampler (1 for uniform t), float32 (B,)."""
+    w = s.loss_weights(scheme) * s.importance_weights()
+    return jnp.asarray(w.astype("float32"))[t]
+
+
+def sample_timesteps(s: Schedule, key, batch: int):
+    """t ~ p_t of the schedule's t sampler (uniform in the reference), int32 (batch,)."""
+    if s.t_sampling == "uniform":
+        return jax.random.randint(key, (batch,), 0, s.num_timesteps, jnp.int32)
+    logits = jnp.log(jnp.asarray(s.t_probabilities(), jnp.float32))
+    return jax.random.categorical(key, logits, shape=(batch,)).astype(jnp.int32)
 
 
 def training_losses(s: Schedule, denoiser: Denoiser, z_start, z_y, t, lq, noise, scheme: str | None = None):

@@ -79,6 +79,7 @@ def derived_tables(sqrt_etas: np.ndarray, kappa: float, predict_type: str = "xst
         weight_loss_mse=weight_loss_mse,
         # products the reference forms in float64 before its float32 cast
         kappa_sqrt_etas=kappa * sqrt_etas,
+        kappa=np.full_like(sqrt_etas, kappa),
         one_minus_etas=1 - etas,
     )
 
@@ -115,11 +116,63 @@ def kl_weights(tables: dict) -> np.ndarray:
     return tables["weight_loss_mse"]
 
 
+@register_weight_scheme("kl_mean1")
+def kl_mean1_weights(tables: dict) -> np.ndarray:
+    """w_t = kl_t / mean_s(kl_s): the KL weights rescaled to mean 1 (same effective lr as uniform)."""
+    w = tables["weight_loss_mse"]
+    return w / w.mean()
+
+
+@register_weight_scheme("kl_clipped")
+def kl_clipped_weights(tables: dict, max_ratio: float = 10.0) -> np.ndarray:
+    """w_t = min(kl_t / min_s kl_s, max_ratio): KL weights relative to the smallest, capped.
+
+    The KL weight of the first step dwarfs the rest (~226 vs ~1 for v1); capping the ratio keeps
+    its shape without letting one step dominate.
+    """
+    w = tables["weight_loss_mse"]
+    return np.minimum(w / w.min(), max_ratio)
+
+
+@register_weight_scheme("snr")
+def snr_weights(tables: dict) -> np.ndarray:
+    """w_t = SNR_t = 1 / (κ² η_t): the latent has unit scale, the noise variance is κ²η_t."""
+    return 1.0 / (tables["kappa"] ** 2 * tables["etas"])
+
+
+@register_weight_scheme("min_snr")
+def min_snr_weights(tables: dict, gamma: float = 5.0) -> np.ndarray:
+    """Min-SNR-γ for x0-prediction (Hang et al. 2023): w_t = min(SNR_t, γ), SNR_t = 1/(κ²η_t)."""
+    return np.minimum(1.0 / (tables["kappa"] ** 2 * tables["etas"]), gamma)
+
+
 def weight_scheme(name: str) -> WeightScheme:
     try:
         return WEIGHT_SCHEMES[name]
     except KeyError:
         raise ValueError(f"unknown w_t scheme {name!r}; registered: {', '.join(sorted(WEIGHT_SCHEMES))}") from None
+
+
+# --------------------------------------------------------------------------- t sampling
+# A sampler maps the tables to probabilities p_t (sum 1). Training draws t ~ p and multiplies the
+# loss by the importance weight 1/(T p_t), so the expected objective stays Σ_t w_t·E‖·‖²/T.
+T_SAMPLERS: dict[str, Callable[[dict], np.ndarray]] = {
+    "uniform": lambda tab: np.full_like(tab["etas"], 1.0 / len(tab["etas"])),
+    # sample where the KL weight is large, proportional to sqrt(kl) (a softened version)
+    "kl_sqrt": lambda tab: np.sqrt(tab["weight_loss_mse"]) / np.sqrt(tab["weight_loss_mse"]).sum(),
+    # more samples at the noisy end (large η): p_t ∝ η_t
+    "eta": lambda tab: tab["etas"] / tab["etas"].sum(),
+}
+
+
+def t_probabilities(name: str, tables: dict) -> np.ndarray:
+    try:
+        p = np.asarray(T_SAMPLERS[name](tables), np.float64)
+    except KeyError:
+        raise ValueError(f"unknown t sampler {name!r}; registered: {', '.join(sorted(T_SAMPLERS))}") from None
+    if not (np.all(p > 0) and abs(p.sum() - 1) < 1e-9):
+        raise ValueError(f"t sampler {name!r} must give positive probabilities summing to 1, got {p}")
+    return p
 
 
 # --------------------------------------------------------------------------- Schedule
@@ -134,6 +187,8 @@ class Schedule:
     normalize_input: bool = True
     latent_flag: bool = True
     loss_weighting: str = "uniform"
+    loss_weighting_kwargs: tuple = ()  # ((name, value), ...) passed to the scheme
+    t_sampling: str = "uniform"
 
     @property
     def num_timesteps(self) -> int:
@@ -143,23 +198,39 @@ class Schedule:
         """A table as float32 (the reference gathers from float64, then casts)."""
         return jnp.asarray(np.asarray(self.tables[name], np.float64).astype(np.float32))
 
-    def loss_weights(self, name: str | None = None) -> np.ndarray:
-        """w_t of a registered scheme (default: this schedule's `loss_weighting`), float64."""
-        return np.asarray(weight_scheme(name or self.loss_weighting)(self.tables), np.float64)
+    def loss_weights(self, name: str | None = None, **kwargs) -> np.ndarray:
+        """w_t of a registered scheme (default: this schedule's `loss_weighting` and its
+        kwargs), float64 (T,)."""
+        if name is None:
+            name, kwargs = self.loss_weighting, {**dict(self.loss_weighting_kwargs), **kwargs}
+        return np.asarray(weight_scheme(name)(self.tables, **kwargs), np.float64)
+
+    def t_probabilities(self) -> np.ndarray:
+        """p_t of this schedule's t sampler (float64, sums to 1)."""
+        return t_probabilities(self.t_sampling, self.tables)
+
+    def importance_weights(self) -> np.ndarray:
+        """1 / (T p_t): makes non-uniform t sampling unbiased for the uniform-t objective."""
+        return 1.0 / (self.num_timesteps * self.t_probabilities())
 
 
 def make_schedule(*, steps: int, min_noise_level: float, etas_end: float = 0.99, kappa: float = 2.0,
                   power: float = 0.3, timestep_respacing: int | None = None, predict_type: str = "xstart",
                   normalize_input: bool = True, latent_flag: bool = True, loss_weighting: str = "uniform",
+                  loss_weighting_kwargs: dict | None = None, t_sampling: str = "uniform",
                   schedule_name: str = "exponential") -> Schedule:
     if schedule_name != "exponential":
         raise ValueError(f"schedule_name {schedule_name!r} is not supported (only 'exponential')")
     weight_scheme(loss_weighting)  # fail early on a typo
     sqrt_etas = exponential_sqrt_etas(steps, min_noise_level, etas_end, kappa, power)
     kept, tmap = respace(sqrt_etas, timestep_respacing)
-    return Schedule(tables=derived_tables(kept, kappa, predict_type), kappa=float(kappa), timestep_map=tmap,
-                    predict_type=predict_type, normalize_input=normalize_input, latent_flag=latent_flag,
-                    loss_weighting=loss_weighting)
+    s = Schedule(tables=derived_tables(kept, kappa, predict_type), kappa=float(kappa), timestep_map=tmap,
+                 predict_type=predict_type, normalize_input=normalize_input, latent_flag=latent_flag,
+                 loss_weighting=loss_weighting, loss_weighting_kwargs=tuple(sorted((loss_weighting_kwargs or {}).items())),
+                 t_sampling=t_sampling)
+    s.loss_weights()  # fail early on bad scheme kwargs
+    s.t_probabilities()
+    return s
 
 
 def from_config(diffusion_cfg) -> Schedule:
@@ -173,4 +244,5 @@ def from_config(diffusion_cfg) -> Schedule:
                          timestep_respacing=d.get("timestep_respacing", None),
                          predict_type=d.predict_type, normalize_input=d.normalize_input,
                          latent_flag=d.latent_flag, loss_weighting=weighting,
-                         schedule_name=d.schedule_name)
+                         loss_weighting_kwargs=dict(d.get("loss_weighting_kwargs", {}) or {}),
+                         t_sampling=d.get("t_sampling", "uniform"), schedule_name=d.schedule_name)

@@ -186,3 +186,15 @@ def test_sampler_key_mode_is_deterministic_and_batch_sharded():
         D.sample(s, affine_denoiser(), z_y, z_y)
     with pytest.raises(ValueError, match=r"\(T\+1, \*latent\)"):
         D.sample(s, affine_denoiser(), z_y, z_y, noise=jnp.zeros((4, 8, 8, 8, 3)))
+
+
+def test_non_uniform_t_sampling_matches_its_distribution_and_weights():
+    s = schedule.make_schedule(steps=4, min_noise_level=0.2, t_sampling="eta")
+    t = np.asarray(D.sample_timesteps(s, jax.random.key(0), 40000))
+    freq = np.bincount(t, minlength=4) / len(t)
+    np.testing.assert_allclose(freq, s.t_probabilities(), atol=0.01)
+    np.testing.assert_allclose(D.loss_weight(s, jnp.arange(4)), s.importance_weights().astype(np.float32))
+    u = schedule.make_schedule(steps=4, min_noise_level=0.2)
+    tu = np.asarray(D.sample_timesteps(u, jax.random.key(0), 4000))
+    assert set(tu.tolist()) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(D.loss_weight(u, jnp.arange(4)), np.ones(4, np.float32))

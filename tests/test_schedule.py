@@ -98,3 +98,47 @@ def test_bad_schedules_are_refused():
         schedule.make_schedule(steps=4, min_noise_level=0.2, etas_end=1.5)
     with pytest.raises(ValueError, match="predict_type"):
         schedule.make_schedule(steps=4, min_noise_level=0.2, predict_type="v")
+
+
+def test_study_schemes_follow_their_formulas():
+    s = schedule.from_config(load_config("realsr_v1").diffusion)
+    t = s.tables
+    kl = t["weight_loss_mse"]
+    np.testing.assert_allclose(s.loss_weights("kl_mean1").mean(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(s.loss_weights("kl_mean1") * kl.mean(), kl, rtol=1e-12)
+    clipped = s.loss_weights("kl_clipped", max_ratio=10.0)
+    assert clipped.min() == pytest.approx(1.0) and clipped.max() == pytest.approx(10.0)
+    assert kl[0] / kl.min() > 10  # v1's first-step KL weight is far above the rest: the clip bites
+    snr = s.loss_weights("snr")
+    np.testing.assert_allclose(snr, 1 / (4.0 * t["etas"]), rtol=1e-12)
+    np.testing.assert_allclose(s.loss_weights("min_snr", gamma=5.0), np.minimum(snr, 5.0), rtol=1e-12)
+    assert s.loss_weights("min_snr", gamma=5.0).max() == 5.0
+    with pytest.raises(TypeError):
+        s.loss_weights("uniform", gamma=1.0)
+
+
+def test_scheme_kwargs_and_t_sampling_from_config():
+    cfg = load_config("realsr_v3").diffusion
+    cfg.loss_weighting = "min_snr"
+    cfg.loss_weighting_kwargs = {"gamma": 2.0}
+    cfg.t_sampling = "eta"
+    s = schedule.from_config(cfg)
+    np.testing.assert_allclose(s.loss_weights(), np.minimum(1 / (4.0 * s.tables["etas"]), 2.0))
+    p = s.t_probabilities()
+    np.testing.assert_allclose(p, s.tables["etas"] / s.tables["etas"].sum())
+    # importance weights make E_p[iw · f(t)] equal the uniform mean of f
+    f = np.arange(4.0) ** 2
+    assert np.sum(p * s.importance_weights() * f) == pytest.approx(f.mean())
+    cfg.t_sampling = "nope"
+    with pytest.raises(ValueError, match="unknown t sampler 'nope'"):
+        schedule.from_config(cfg)
+
+
+def test_register_custom_scheme():
+    name = "test_linear_ramp"
+    if name not in schedule.WEIGHT_SCHEMES:
+        schedule.register_weight_scheme(name)(lambda tab: np.linspace(1, 2, len(tab["etas"])))
+    s = schedule.make_schedule(steps=4, min_noise_level=0.2, loss_weighting=name)
+    np.testing.assert_allclose(s.loss_weights(), [1, 4 / 3, 5 / 3, 2])
+    with pytest.raises(ValueError, match="already registered"):
+        schedule.register_weight_scheme("uniform")(lambda tab: tab["etas"])
