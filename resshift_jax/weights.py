@@ -9,10 +9,26 @@ mapping is a rename of the leaf plus a layout transpose:
     torch `<path>.weight` (GroupNorm)          <->  nnx `<path>.scale`
     torch `<path>.weight` (Embedding)          <->  nnx `<path>.embedding`
     anything else (`bias`, `relative_position_bias_table`, ...) keeps its name and layout.
+
+Reading official checkpoints needs no PyTorch: `.pth` files (torch.save zip format) go through a
+restricted unpickler that only rebuilds tensors (section "Reading .pth"). Also here: safetensors
+and Orbax I/O, `load_unet` / `load_vqgan`, and a converter CLI:
+
+    python -m resshift_jax.weights convert IN OUT --kind unet|vqgan --config realsr_v3
 """
 
 from __future__ import annotations
 
+import argparse
+import io
+import pathlib
+import pickle
+import pickletools
+import sys
+import zipfile
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -77,20 +93,456 @@ def load_state_dict_into(module: nnx.Module, state_dict: dict, *, ignore_suffixe
         if key not in given:
             continue
         value = from_torch_layout(str(path[-1]), np.asarray(given[key]))
-        if tuple(value.shape) != tuple(var[...].shape):
-            bad_shape.append(f"  {key}: expected {tuple(to_torch_layout(str(path[-1]), np.zeros(var[...].shape)).shape)}"
-                             f", found {tuple(np.asarray(given[key]).shape)}")
+        if tuple(value.shape) != tuple(var.get_value().shape):
+            bad_shape.append(f"  {key}: expected {_torch_shape(path, var)}, found {tuple(np.asarray(given[key]).shape)}")
             continue
         new_values[path] = value
     if missing or unexpected or bad_shape:
         parts = [f"{source} does not fit {type(module).__name__}:"]
         if missing:
-            parts.append(f"{len(missing)} missing key(s):\n" + _describe(missing, {k: to_torch_layout(str(wanted[k][0][-1]), np.zeros(wanted[k][1][...].shape)).shape for k in missing}))
+            parts.append(f"{len(missing)} missing key(s):\n" + _describe(missing, {k: _torch_shape(*wanted[k]) for k in missing}))
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s):\n" + _describe(unexpected, {k: np.shape(given[k]) for k in unexpected}))
         if bad_shape:
             parts.append(f"{len(bad_shape)} mis-shaped key(s):\n" + "\n".join(bad_shape[:20]))
-        raise CheckpointMismatchError("\n".join(parts))
+        hint = _wrong_model_hint(type(module).__name__, given)
+        raise CheckpointMismatchError("\n".join(parts + ([hint] if hint else [])))
     for path, var in flat:
-        var[...] = np.asarray(new_values[path], dtype=np.asarray(var[...]).dtype)
+        var.set_value(jnp.asarray(new_values[path], dtype=var.get_value().dtype))
     nnx.update(module, nnx.from_flat_state(flat))
+
+
+def _torch_shape(path, var) -> tuple:
+    shape = tuple(var.get_value().shape)
+    if str(path[-1]) == "kernel" and len(shape) == 4:
+        return (shape[3], shape[2], shape[0], shape[1])
+    if str(path[-1]) == "kernel" and len(shape) == 2:
+        return shape[::-1]
+    return shape
+
+
+def _wrong_model_hint(model_name: str, given: dict) -> str:
+    keys = list(given)
+    vq_like = sum(k.startswith(("encoder.", "decoder.", "quantize.")) for k in keys)
+    unet_like = sum(k.startswith(("input_blocks.", "middle_block.", "output_blocks.", "time_embed.")) for k in keys)
+    if vq_like > len(keys) // 2 and "VQ" not in model_name:
+        return "hint: this looks like a VQ autoencoder checkpoint (encoder./decoder./quantize. keys); use load_vqgan"
+    if unet_like > len(keys) // 2 and "UNet" not in model_name:
+        return "hint: this looks like a UNet checkpoint (input_blocks./output_blocks. keys); use load_unet"
+    return ""
+
+
+# ----------------------------------------------------------------------------- reading .pth
+
+_STORAGE_DTYPES = {
+    "FloatStorage": "<f4", "DoubleStorage": "<f8", "HalfStorage": "<f2", "BFloat16Storage": "bfloat16",
+    "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
+    "ByteStorage": "u1", "BoolStorage": "?", "UntypedStorage": "u1",
+}
+_ALLOWED_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"),
+                    ("torch._utils", "_rebuild_tensor"),
+                    ("torch._utils", "_rebuild_parameter"), ("torch.storage", "UntypedStorage"),
+                    *(("torch", name) for name in _STORAGE_DTYPES)}
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A .pth pickle references something other than tensors and plain containers."""
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        self.name = name
+
+
+def _numpy_dtype(spec: str, byteorder: str) -> np.dtype:
+    if spec == "bfloat16":
+        import ml_dtypes  # ships with jax
+
+        dt = np.dtype(ml_dtypes.bfloat16)
+    else:
+        dt = np.dtype(spec)
+    return dt.newbyteorder(">") if byteorder == "big" and dt.itemsize > 1 else dt
+
+
+_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+               "BINUNICODE8"}
+_STACK_NEUTRAL_OPS = {"PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE", "FRAME", "PROTO"}
+
+
+def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
+    """The (module, name) globals a pickle imports, found statically (nothing is executed).
+
+    STACK_GLOBAL operands are resolved by following string pushes and memo gets; one that cannot
+    be resolved this way is still checked by the unpickler's find_class before it is used.
+    """
+    found, recent, memo, memo_count = [], [], {}, 0
+    for op, arg, _ in pickletools.genops(data):
+        name = op.name
+        top = recent[-1] if recent else None
+        if name in ("GLOBAL", "INST"):
+            found.append(tuple(arg.split(" ", 1)))
+        elif name == "STACK_GLOBAL":
+            if len(recent) >= 2 and None not in recent[-2:]:
+                found.append(tuple(recent[-2:]))
+        elif name.startswith("EXT"):
+            found.append(("copyreg extension", str(arg)))
+        if name in _STRING_OPS:
+            recent.append(arg)
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = top
+        elif name == "MEMOIZE":
+            memo[memo_count] = top
+            memo_count += 1
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            recent.append(memo.get(arg))
+        elif name not in _STACK_NEUTRAL_OPS:
+            recent.append(None)
+        del recent[:-2]
+    return found
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, data, load_storage, source: str):
+        super().__init__(io.BytesIO(data) if isinstance(data, bytes) else data)
+        self._load_storage = load_storage
+        self._source = source
+
+    def find_class(self, module, name):
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise UnsafeCheckpointError(f"{self._source}: refused global {module}.{name}")
+        if module == "collections":
+            import collections
+
+            return collections.OrderedDict
+        if name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return _rebuild_tensor_v2
+        if name == "_rebuild_parameter":
+            return _rebuild_parameter
+        return _StorageType(name)
+
+    def persistent_load(self, pid):
+        # zip: ('storage', type, key, location, numel); legacy: the same + view_metadata
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType) and self._load_storage is not None):
+            raise UnsafeCheckpointError(f"{self._source}: unsupported persistent id {pid!r}")
+        _, stype, key, _location, numel, *view = pid  # location 'cpu' / 'cuda:N': irrelevant here
+        return self._load_storage(stype.name, str(key), int(numel), *view)
+
+
+class _LazyStorage:
+    """A legacy-format storage whose bytes follow the pickle (filled in after unpickling)."""
+
+    def __init__(self, type_name, numel, base=None, offset=0):
+        self.type_name, self.numel, self.base, self.offset, self.array = type_name, numel, base, offset, None
+
+    def resolve(self):
+        if self.base is not None:
+            return self.base.resolve()[self.offset: self.offset + self.numel]
+        return self.array
+
+
+class _LazyTensor:
+    def __init__(self, *args):
+        self.args = args
+
+
+def _resolve_lazy(obj):
+    if isinstance(obj, _LazyTensor):
+        storage, *rest = obj.args
+        return _rebuild_tensor_v2(storage.resolve(), *rest)
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _resolve_lazy(obj[k])
+        return obj
+    if isinstance(obj, list):
+        return [_resolve_lazy(x) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(_resolve_lazy(x) for x in obj)
+    return obj
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
+                       metadata=None):
+    """Tensor view (offset, size, stride in elements) of a flat storage -> contiguous ndarray."""
+    if isinstance(storage, _LazyStorage):
+        return _LazyTensor(storage, storage_offset, size, stride)
+    size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(storage_offset)
+    if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
+        raise UnsafeCheckpointError(f"bad tensor geometry: offset {offset}, size {size}, stride {stride}")
+    if 0 in size:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if last >= storage.size:
+        raise UnsafeCheckpointError(f"tensor (offset {offset}, size {size}, stride {stride}) reads past its "
+                                    f"storage of {storage.size} elements")
+    item = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=size, strides=[s * item for s in stride],
+                                           writeable=False)
+    out = np.array(view, order="C")
+    return out.astype(out.dtype.newbyteorder("=")) if out.dtype.byteorder == ">" else out
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
+    return data
+
+
+def load_pth(path) -> object:
+    """Unpickle a torch.save file (zip format, or the legacy pre-1.6 stream) without torch;
+    tensors become numpy arrays.
+
+    Only tensors, storages, OrderedDict and plain Python containers/scalars are allowed; any other
+    global raises UnsafeCheckpointError (naming the file and the global) before anything is built.
+    """
+    path = pathlib.Path(path)
+    if not zipfile.is_zipfile(path):
+        raw = path.read_bytes()
+        if raw[:1] == b"\x80":
+            return _load_legacy(path, raw)
+        raise ValueError(f"{path}: not a torch checkpoint (expected a torch.save zip archive)")
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pkls) != 1:
+            hint = " (TorchScript archives are not supported)" if any(n.endswith("constants.pkl") for n in names) else ""
+            raise ValueError(f"{path}: expected exactly one '<name>/data.pkl' entry, found {pkls}{hint}")
+        root = pkls[0][: -len("data.pkl")]
+        byteorder = zf.read(root + "byteorder").decode().strip() if root + "byteorder" in names else "little"
+        data = zf.read(pkls[0])
+        refused = [g for g in _pickle_globals(data) if g not in _ALLOWED_GLOBALS]
+        if refused:
+            raise UnsafeCheckpointError(f"{path}: refused global(s) " + ", ".join(".".join(g) for g in refused)
+                                        + "; only tensors and plain containers may appear in a checkpoint")
+        cache = {}
+
+        def load_storage(type_name, key, numel):
+            if key not in cache:
+                entry = f"{root}data/{key}"
+                if entry not in names:
+                    raise ValueError(f"{path}: storage {key} ({entry}) is missing from the archive")
+                dt = _numpy_dtype(_STORAGE_DTYPES[type_name], byteorder)
+                raw = zf.read(entry)
+                if len(raw) < numel * dt.itemsize:
+                    raise ValueError(f"{path}: storage {key} has {len(raw)} bytes, expected {numel * dt.itemsize}")
+                cache[key] = np.frombuffer(raw, dtype=dt, count=numel)
+            return cache[key]
+
+        try:
+            return _RestrictedUnpickler(data, load_storage, str(path)).load()
+        except UnsafeCheckpointError as e:
+            raise UnsafeCheckpointError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+
+def _load_legacy(path, raw: bytes):
+    """Pre-1.6 torch.save stream: magic, protocol, sys_info, main pickle, storage keys, then for
+    each key an int64 element count and the raw bytes, little-endian (torchvision/lpips weight files
+    use it)."""
+    f = io.BytesIO(raw)
+
+    def next_pickle(load_storage=None):
+        start = f.tell()
+        try:
+            refused = [g for g in _pickle_globals(f) if g not in _ALLOWED_GLOBALS]
+        except ValueError as e:
+            raise ValueError(f"{path}: not a torch checkpoint (malformed pickle: {e})") from None
+        if refused:
+            raise UnsafeCheckpointError(f"{path}: refused global(s) " + ", ".join(".".join(g) for g in refused)
+                                        + "; only tensors and plain containers may appear in a checkpoint")
+        f.seek(start)
+        return _RestrictedUnpickler(f, load_storage, str(path)).load()
+
+    if next_pickle() != _LEGACY_MAGIC:
+        raise ValueError(f"{path}: not a torch checkpoint (a plain pickle without torch's magic number)")
+    if (version := next_pickle()) != 1001:
+        raise ValueError(f"{path}: unsupported legacy torch.save protocol {version}")
+    next_pickle()  # sys_info; sizes and data are always written little-endian
+    roots = {}
+
+    def load_storage(type_name, key, numel, view=None):
+        root = roots.setdefault(key, _LazyStorage(type_name, numel))
+        if view is None:
+            return root
+        _view_key, offset, size = view
+        return _LazyStorage(type_name, int(size), base=root, offset=int(offset))
+
+    result = next_pickle(load_storage)
+    for key in next_pickle():
+        if str(key) not in roots:
+            raise ValueError(f"{path}: storage {key} is listed but never referenced")
+        st = roots[str(key)]
+        dt = _numpy_dtype(_STORAGE_DTYPES[st.type_name], "little")
+        n = int.from_bytes(f.read(8), "little", signed=True)
+        data = f.read(n * dt.itemsize)
+        if n != st.numel or len(data) != n * dt.itemsize:
+            raise ValueError(f"{path}: storage {key} is truncated or has {n} elements, expected {st.numel}")
+        st.array = np.frombuffer(data, dtype=dt)
+    missing = [k for k, st in roots.items() if st.array is None]
+    if missing:
+        raise ValueError(f"{path}: storages {missing[:5]} have no data")
+    return _resolve_lazy(result)
+
+
+def unwrap_state_dict(obj, *, source="checkpoint") -> dict[str, np.ndarray]:
+    """Take `obj['state_dict']` if present; strip leading `module.` / `_orig_mod.` from every key."""
+    while isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{source}: expected a state_dict (dict of tensors), found {type(obj).__name__}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, np.ndarray):
+            raise ValueError(f"{source}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        k = str(key)
+        while k.startswith(("module.", "_orig_mod.")):
+            k = k.split(".", 1)[1]
+        if k in out:
+            raise ValueError(f"{source}: key {key!r} collides with another key after removing prefixes ({k!r})")
+        out[k] = value
+    return out
+
+
+def read_pth(path) -> dict[str, np.ndarray]:
+    """A .pth/.pt/.ckpt file -> flat state_dict (unwrapped, prefixes stripped), without torch."""
+    return unwrap_state_dict(load_pth(path), source=str(path))
+
+
+# ----------------------------------------------------------------------------- safetensors / Orbax
+
+
+def read_safetensors(path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return unwrap_state_dict(load_file(str(path)), source=str(path))
+
+
+def write_safetensors(state_dict: dict, path) -> None:
+    from safetensors.numpy import save_file
+
+    save_file({k: np.ascontiguousarray(v) for k, v in state_dict.items()}, str(path), metadata={"format": "pt"})
+
+
+def save_checkpoint(module: nnx.Module, path) -> None:
+    """Write `module`'s parameters as .safetensors in the official key layout (buffers omitted)."""
+    path = pathlib.Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: save_checkpoint writes .safetensors (use save_orbax for a directory)")
+    write_safetensors(module_state_dict(module), path)
+
+
+def save_orbax(module: nnx.Module, directory) -> None:
+    """Write `module`'s parameters (NNX layout, nested) as an Orbax checkpoint directory."""
+    import orbax.checkpoint as ocp
+
+    directory = pathlib.Path(directory).absolute()
+    if directory.exists():
+        if not directory.is_dir() or any(directory.iterdir()):
+            raise FileExistsError(f"{directory} exists and is not an empty directory")
+        directory.rmdir()  # Orbax creates it itself
+    state = nnx.to_pure_dict(nnx.state(module, nnx.Param))
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory, state)
+        ckptr.wait_until_finished()
+
+
+def read_orbax(directory) -> dict[str, np.ndarray]:
+    """An Orbax directory written by save_orbax -> flat state_dict in the official layout."""
+    import orbax.checkpoint as ocp
+
+    directory = pathlib.Path(directory).absolute()
+    with ocp.StandardCheckpointer() as ckptr:
+        tree = ckptr.restore(directory)
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        keys = tuple(getattr(p, "key", getattr(p, "idx", p)) for p in path)
+        out[torch_key(keys)] = to_torch_layout(str(keys[-1]), np.asarray(leaf))
+    return out
+
+
+def read_checkpoint(path) -> dict[str, np.ndarray]:
+    """Any supported checkpoint -> flat state_dict: .pth/.pt/.ckpt, .safetensors, Orbax directory."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        return read_orbax(path)
+    if path.suffix in (".pth", ".pt", ".ckpt", ".bin"):
+        return read_pth(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    raise ValueError(f"{path}: unknown checkpoint type (expected .pth/.pt/.ckpt, .safetensors or an Orbax directory)")
+
+
+# ----------------------------------------------------------------------------- model loaders
+
+RECOMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
+
+
+def _build(factory):
+    """Construct abstractly (no random init) when all state is parameters, else concretely."""
+    abstract = nnx.eval_shape(factory)
+    if jax.tree.leaves(nnx.state(abstract, nnx.Not(nnx.Param))):
+        return factory()
+    return abstract
+
+
+def load_into(module: nnx.Module, path, state_dict=None) -> nnx.Module:
+    sd = read_checkpoint(path) if state_dict is None else state_dict
+    load_state_dict_into(module, sd, ignore_suffixes=RECOMPUTED_BUFFERS, source=str(path))
+    return module
+
+
+def load_unet(path, config="realsr_v3", *, dtype=jnp.float32) -> nnx.Module:
+    """UNetModelSwin built from `config` (name, path or ConfigDict) with the weights in `path`."""
+    from resshift_jax.config import load_config
+    from resshift_jax.models.unet import UNetModelSwin
+
+    cfg = load_config(config)
+    sd = read_checkpoint(path)
+    return load_into(_build(lambda: UNetModelSwin(cfg.model, dtype=dtype, rngs=nnx.Rngs(0))), path, sd)
+
+
+def load_vqgan(path, config="realsr_v3", *, dtype=jnp.float32, **model_kwargs) -> nnx.Module:
+    """VQModel built from `config`'s autoencoder section with the weights in `path`."""
+    from resshift_jax.config import load_config
+    from resshift_jax.models.vqgan import VQModel
+
+    cfg = load_config(config)
+    sd = read_checkpoint(path)
+    return load_into(_build(lambda: VQModel(cfg.autoencoder, dtype=dtype, **model_kwargs, rngs=nnx.Rngs(0))), path, sd)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m resshift_jax.weights",
+                                     description="Convert official ResShift checkpoints without PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    conv = sub.add_parser("convert", help="check a checkpoint against the model and rewrite it")
+    conv.add_argument("input", help=".pth/.pt/.ckpt, .safetensors or Orbax directory")
+    conv.add_argument("output", help="OUT.safetensors, or a directory (written with Orbax)")
+    conv.add_argument("--kind", required=True, choices=("unet", "vqgan"))
+    conv.add_argument("--config", default="realsr_v3", help="config name or path (default realsr_v3)")
+    args = parser.parse_args(argv)
+    try:
+        out = pathlib.Path(args.output)
+        if out.suffix not in ("", ".safetensors"):
+            raise ValueError(f"{out}: output must end in .safetensors or be a directory (Orbax)")
+        loader = load_unet if args.kind == "unet" else load_vqgan
+        model = loader(args.input, args.config)
+        if out.suffix == ".safetensors":
+            save_checkpoint(model, out)
+        else:
+            save_orbax(model, out)
+    except Exception as e:  # noqa: BLE001 - a CLI reports every failure the same way
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    n = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    print(f"wrote {args.output} ({args.kind}, {n:,} parameters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
