@@ -8,7 +8,25 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+
+
+def init_uniform(key, shape, low: float, high: float) -> jax.Array:
+    """U(low, high) float32 initial weights.
+
+    Eagerly (a concrete key) the draw is made with NumPy seeded from the key: a jax.random call
+    per new weight shape would compile one small program each, which made building the UNet
+    take about a minute on a CPU. Under tracing (nnx.eval_shape, jit) it stays jax.random.
+    """
+    if isinstance(key, jax.core.Tracer):
+        return jax.random.uniform(key, shape, jnp.float32, low, high)
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+    return jnp.asarray(rng.uniform(low, high, size=shape).astype(np.float32))
+
+
+def init_constant(shape, value: float) -> jax.Array:
+    return jnp.asarray(np.full(shape, value, np.float32))
 
 
 class GroupNorm(nnx.Module):
@@ -22,8 +40,8 @@ class GroupNorm(nnx.Module):
             raise ValueError(f"GroupNorm: {num_channels} channels not divisible by {num_groups} groups")
         self.num_groups = num_groups
         self.eps = eps
-        self.scale = nnx.Param(jnp.ones((num_channels,), jnp.float32))
-        self.bias = nnx.Param(jnp.zeros((num_channels,), jnp.float32))
+        self.scale = nnx.Param(init_constant((num_channels,), 1.0))
+        self.bias = nnx.Param(init_constant((num_channels,), 0.0))
 
     def __call__(self, x):
         dtype = x.dtype
@@ -52,8 +70,8 @@ class Conv2d(nnx.Module):
         self.dtype = dtype
         fan_in = in_ch * k * k
         bound = 1.0 / fan_in ** 0.5  # PyTorch's default (kaiming_uniform a=sqrt(5)) bound
-        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), (k, k, in_ch, out_ch), jnp.float32, -bound, bound))
-        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_ch,), jnp.float32, -bound, bound))
+        self.kernel = nnx.Param(init_uniform(rngs.params(), (k, k, in_ch, out_ch), -bound, bound))
+        self.bias = nnx.Param(init_uniform(rngs.params(), (out_ch,), -bound, bound))
 
     def __call__(self, x):
         y = jax.lax.conv_general_dilated(
@@ -70,8 +88,8 @@ class Linear(nnx.Module):
     def __init__(self, in_features: int, out_features: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
         bound = 1.0 / in_features ** 0.5
         self.dtype = dtype
-        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), (in_features, out_features), jnp.float32, -bound, bound))
-        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (out_features,), jnp.float32, -bound, bound))
+        self.kernel = nnx.Param(init_uniform(rngs.params(), (in_features, out_features), -bound, bound))
+        self.bias = nnx.Param(init_uniform(rngs.params(), (out_features,), -bound, bound))
 
     def __call__(self, x):
         y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
