@@ -1,0 +1,232 @@
+"""`infer.py`: super-resolve a file or a folder, compatible with the official inference_resshift.py.
+
+    python infer.py -i testdata/RealSet65 -o results --task realsr -v v3 --bs 8
+
+Official flags: -i/--in_path, -o/--out_path, --task, -v/--version, --scale, --seed, --bs,
+--chop_size, --chop_stride. Additions: --unet_ckpt/--vae_ckpt (default: the official file
+names under ./weights, downloaded from the official release when missing), --dtype,
+--blend, --ext, --suffix, --overwrite, --config, --cache_dir.
+
+Differences from the reference, on purpose: each tile's noise comes from
+fold_in(fold_in(key(seed), crc32(relative path)), tile index), so an image's result does not
+depend on the other files in the folder or on --bs; folders keep their sub-folder structure
+in the output; gray/16-bit/alpha inputs come back as gray/16-bit/alpha; existing outputs are
+skipped unless --overwrite; a bad file is reported and the rest still processed (exit code 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+import zlib
+
+import numpy as np
+
+from resshift_jax import download, imageio, tiling
+
+_DEFAULT_STRIDE = {512: 448, 256: 224, 64: 48}  # inference_resshift.py, scale 4
+_CONFIG_OF = {("realsr", "v1"): "realsr_v1", ("realsr", "v2"): "realsr_v2", ("realsr", "v3"): "realsr_v3"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="ResShift x4 super-resolution (JAX).")
+    p.add_argument("-i", "--in_path", required=True, help="input image or folder (searched recursively)")
+    p.add_argument("-o", "--out_path", default="./results", help="output folder")
+    p.add_argument("--task", default="realsr", choices=["realsr", "bicsr"])
+    p.add_argument("-v", "--version", default="v1", choices=["v1", "v2", "v3"], help="realsr checkpoint")
+    p.add_argument("--scale", type=int, default=4, help="scale factor (only 4 is released)")
+    p.add_argument("--seed", type=int, default=12345)
+    p.add_argument("--bs", type=int, default=1, help="tiles/images per device batch (all devices together)")
+    p.add_argument("--chop_size", type=int, default=None, help="LR tile size (default: 512, tiny config 64)")
+    p.add_argument("--chop_stride", type=int, default=-1, help="LR tile stride (default: 448/224/48 as official)")
+    p.add_argument("--unet_ckpt", default=None, help=".pth/.safetensors (default weights/<official name>)")
+    p.add_argument("--vae_ckpt", default=None, help=".pth/.safetensors (default weights/autoencoder_vq_f4.pth)")
+    p.add_argument("--weights_dir", default="weights", help="where official weights are looked for/downloaded")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="compute dtype")
+    p.add_argument("--blend", default=None, choices=list(tiling.BLENDS),
+                   help="tile blending: official (uniform average) or feather (default)")
+    p.add_argument("--ext", default="png", choices=["png", "auto"], help="png, or auto = the input's format")
+    p.add_argument("--suffix", default="", help="appended to output file stems")
+    p.add_argument("--overwrite", action="store_true", help="overwrite existing outputs (default: skip them)")
+    p.add_argument("--config", default=None, help="config name or file overriding --task/--version (e.g. tiny)")
+    p.add_argument("--cache_dir", default=None, help="persistent XLA compilation cache directory")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve_settings(args, cfg) -> dict:
+    if args.scale != int(cfg.diffusion.sf):
+        raise SystemExit(f"error: --scale {args.scale} is not supported by this config (sf={cfg.diffusion.sf}); "
+                         "only x4 checkpoints are released")
+    chop = args.chop_size if args.chop_size is not None else int(cfg.inference.chop_size)
+    if args.chop_stride > 0:
+        stride = args.chop_stride
+    elif args.chop_size is None:
+        stride = int(cfg.inference.chop_stride)
+    else:
+        stride = _DEFAULT_STRIDE.get(chop, chop - chop // 8)
+    if chop <= 0 or not 0 < stride <= chop:
+        raise SystemExit(f"error: need 0 < chop_stride ({stride}) <= chop_size ({chop})")
+    if args.bs < 1:
+        raise SystemExit("error: --bs must be >= 1")
+    blend = args.blend or str(cfg.inference.get("blend", "feather"))
+    return dict(chop=chop, stride=stride, blend=blend)
+
+
+def load_models(args, cfg):
+    """(unet, vqgan), downloading missing official weights into --weights_dir."""
+    import jax.numpy as jnp
+
+    from resshift_jax import load_unet, load_vqgan
+
+    dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+    official = download.official_files(args.task, args.version, args.weights_dir) if args.config is None else None
+    wanted = []
+    for which, given, loader in (("unet", args.unet_ckpt, load_unet), ("vqgan", args.vae_ckpt, load_vqgan)):
+        load = lambda p, _l=loader: _l(p, cfg, dtype=dtype)  # noqa: E731
+        if given is not None:
+            if not pathlib.Path(given).is_file():
+                raise SystemExit(f"error: --{'unet' if which == 'unet' else 'vae'}_ckpt {given} does not exist")
+            wanted.append((download.WeightFile(which, pathlib.Path(given), ""), load))
+        elif official is not None:
+            wanted.append((official[which], load))
+        else:
+            raise SystemExit(f"error: with --config give --unet_ckpt and --vae_ckpt ({which} missing)")
+    try:
+        return download.ensure_and_load(wanted, allow_download=True, progress=not args.no_progress)
+    except download.WeightsUnavailableError as e:
+        raise SystemExit(str(e)) from None
+
+
+_PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their compiled programs)
+
+
+def get_pipeline(args, cfg):
+    from resshift_jax.pipeline import SRPipeline
+
+    key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype)
+    if key not in _PIPELINES:
+        _PIPELINES[key] = SRPipeline(*load_models(args, cfg), cfg)
+    return _PIPELINES[key]
+
+
+def image_key(seed: int, rel_name: str):
+    import jax
+
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(rel_name.encode()) & 0x7FFFFFFF)
+
+
+def plan_outputs(files, root, args) -> tuple[list, list]:
+    """[(in_file, out_file)] to process and [(in_file, out_file)] skipped (exists). Two inputs
+    that would share an output name (a.jpg, a.png) get their source extension in the name."""
+    todo, skipped = [], []
+    taken = {f.resolve() for f in files}  # an output never replaces any input
+    for f in files:
+        # the output format needs the image; '.png' unless --ext auto (then fixed up on write)
+        ext = ".png" if args.ext == "png" else (f.suffix.lower() if f.suffix.lower() != ".gif" else ".png")
+        out = imageio.output_path(f, args.out_path, rel_to=root, ext=ext, suffix=args.suffix)
+        if out.resolve() in taken:
+            out = out.with_name(f"{f.stem}_{f.suffix.lstrip('.').lower()}{args.suffix}{out.suffix}")
+        if out.resolve() in taken:
+            out = out.with_name(f"{out.stem}_sr{out.suffix}")
+        taken.add(out.resolve())
+        if out.exists() and not args.overwrite:
+            skipped.append((f, out))
+        else:
+            todo.append((f, out))
+    return todo, skipped
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from resshift_jax.config import load_config
+
+    if args.config is not None:
+        cfg = load_config(args.config)
+    else:
+        cfg = load_config("bicsr" if args.task == "bicsr" else _CONFIG_OF[(args.task, args.version)])
+    settings = resolve_settings(args, cfg)
+    try:
+        files, root = imageio.list_images(args.in_path)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}") from None
+    if args.cache_dir:
+        import jax
+        jax.config.update("jax_compilation_cache_dir", str(args.cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+    todo, skipped = plan_outputs(files, root, args)
+    for f, out in skipped:
+        print(f"skip {f}: {out} exists (use --overwrite)")
+    if not todo:
+        print(f"Nothing to do: {len(files)} image(s) found, {len(skipped)} already done.")
+        return 0
+
+    pipe = get_pipeline(args, cfg)
+    print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {pipe.schedule.num_timesteps} steps, "
+          f"chop {settings['chop']}/{settings['stride']}, blend {settings['blend']}, bs {args.bs}, {args.dtype}")
+    return run(pipe, todo, root, args, settings)
+
+
+def run(pipe, todo, root, args, settings) -> int:
+    from tqdm import tqdm
+
+    failed, done = [], 0
+    bar = tqdm(total=len(todo), unit="img", disable=args.no_progress, dynamic_ncols=True)
+    tiles_done = [0]
+
+    def on_batch(n):
+        tiles_done[0] += n
+        bar.set_postfix(tiles=tiles_done[0], refresh=False)
+
+    runner = tiling.TiledRunner(lambda lq, keys: pipe(lq, key=keys), sf=pipe.sf,
+                                chop_size=settings["chop"], chop_stride=settings["stride"],
+                                padding_offset=pipe.padding_offset, bs=args.bs,
+                                blend=settings["blend"], batch_multiple=pipe.mesh.size, on_batch=on_batch)
+    if runner.bs != args.bs:
+        print(f"note: --bs {args.bs} rounded up to {runner.bs}, a multiple of the {pipe.mesh.size} devices")
+    metas = {}
+    inputs = {f.resolve() for f, _ in todo}
+
+    def items():
+        for f, out in todo:
+            try:
+                rgb, meta = imageio.read_image(f)
+            except imageio.ImageReadError as e:
+                failed.append(str(f))
+                bar.write(f"FAILED {e}")
+                bar.update(1)
+                continue
+            metas[str(f)] = (meta, out)
+            yield str(f), rgb * 2.0 - 1.0, image_key(args.seed, f.relative_to(root).as_posix())
+
+    t0 = time.perf_counter()
+    for tag, sr in runner.run(items()):
+        meta, out = metas.pop(tag)
+        try:
+            img = np.clip(sr * 0.5 + 0.5, 0.0, 1.0)
+            alpha = None if meta.alpha is None else imageio.upscale_alpha(meta.alpha, img.shape[:2])
+            ext = imageio.output_format(meta, args.ext)
+            if ext != out.suffix:  # --ext auto fell back to PNG (bit depth / alpha)
+                out = out.with_suffix(ext)
+                if out.resolve() in inputs:
+                    out = out.with_name(f"{out.stem}_sr{ext}")
+            imageio.write_image(out, img, meta, alpha=alpha)
+            done += 1
+        except Exception as e:  # noqa: BLE001 - one line per failed file, keep going
+            failed.append(tag)
+            bar.write(f"FAILED {tag}: cannot write {out} ({type(e).__name__}: {e})")
+        bar.update(1)
+    bar.close()
+    secs = time.perf_counter() - t0
+    print(f"Done: {done} image(s), failed: {len(failed)}, {secs:.1f} s, {done / max(secs, 1e-9):.2f} images/s "
+          f"-> {args.out_path}")
+    if failed:
+        print("Failed files:\n  " + "\n  ".join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
