@@ -59,9 +59,13 @@ class SRPipeline:
 
     `pipe(lq, key=k)` draws fresh noise (one key, or one key per image); `pipe(lq, noise=n)`
     replays noise of shape (T+1, B, *latent) in the reference's order (prior first).
+
+    The batch is split over the mesh's 'data' axis (padded to a multiple of the device count).
+    `donate=True` donates the LR input buffer; it is off by default because no output has the
+    input's shape, so XLA cannot reuse the buffer and would only warn.
     """
 
-    def __init__(self, unet: nnx.Module, vqgan: nnx.Module, config, *, mesh=None, donate: bool = True):
+    def __init__(self, unet: nnx.Module, vqgan: nnx.Module, config, *, mesh=None, donate: bool = False):
         cfg = load_config(config)
         self.config = cfg
         self.schedule = schedule.from_config(cfg.diffusion)
@@ -100,11 +104,11 @@ class SRPipeline:
         return dict(image=image, z_y=z_y, x_t=traj["x_t"], pred_xstart=traj["pred_xstart"],
                     decoded=decoded, lq_padded=lq)
 
-    def _compiled(self, use_keys: bool, return_all: bool, batch_sharded: bool):
-        key = (use_keys, return_all, batch_sharded)
+    def _compiled(self, use_keys: bool, return_all: bool):
+        key = (use_keys, return_all)
         if key not in self._fns:
-            data = NamedSharding(self.mesh, P("data") if batch_sharded else P())
-            noise_sharding = data if use_keys else NamedSharding(self.mesh, P(None, "data") if batch_sharded else P())
+            data = NamedSharding(self.mesh, P("data"))
+            noise_sharding = data if use_keys else NamedSharding(self.mesh, P(None, "data"))
             fn = lambda s, x, n: self._program(s, x, n, use_keys=use_keys, return_all=return_all)  # noqa: E731
             self._fns[key] = jax.jit(
                 fn, in_shardings=(NamedSharding(self.mesh, P()), data, noise_sharding),
@@ -126,7 +130,6 @@ class SRPipeline:
         if (key is None) == (noise is None):
             raise ValueError("SRPipeline: give exactly one of `key` or `noise`")
         b = lq.shape[0]
-        batch_sharded = b % self.mesh.size == 0
         if key is not None:
             key = jnp.asarray(key)
             if key.shape == ():
@@ -139,7 +142,20 @@ class SRPipeline:
             if tuple(noise.shape) != want:
                 raise ValueError(f"SRPipeline: noise must have shape {want} (T+1, B, H, W, C), got {tuple(noise.shape)}")
             arg, use_keys = jnp.asarray(noise, jnp.float32), False
-        fn = self._compiled(use_keys, return_all, batch_sharded)
-        if self._donate:
+        # pad the batch to a multiple of the devices (repeating the last image) so the work is
+        # split, never replicated; the padding rows are dropped from the result
+        extra = -b % self.mesh.size
+        if extra:
+            lq = jnp.concatenate([lq, jnp.repeat(lq[-1:], extra, axis=0)])
+            axis = 0 if use_keys else 1
+            last = jax.lax.slice_in_dim(arg, arg.shape[axis] - 1, arg.shape[axis], axis=axis)
+            arg = jnp.concatenate([arg, jnp.repeat(last, extra, axis=axis)], axis=axis)
+        elif self._donate:
             lq = jnp.array(lq, copy=True)  # never donate the caller's buffer
-        return fn(self._states, lq, arg)
+        out = self._compiled(use_keys, return_all)(self._states, lq, arg)
+        if not extra:
+            return out
+        trim = lambda x, axis: jax.lax.slice_in_dim(x, 0, b, axis=axis)  # noqa: E731
+        if not return_all:
+            return trim(out, 0)
+        return {k: trim(v, 1 if k in ("x_t", "pred_xstart") else 0) for k, v in out.items()}
