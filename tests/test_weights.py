@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from resshift_jax import torch_pickle
 from resshift_jax import weights as W
 from resshift_jax.config import load_config
 from resshift_jax.weights import (CheckpointMismatchError, UnsafeCheckpointError, load_pth, load_vqgan,
@@ -220,7 +221,7 @@ def test_malicious_pickle_refused_without_side_effect(tmp_path, case):
 def test_find_class_guard_alone_refuses(tmp_path):
     """The unpickler itself refuses globals even where the static scan is bypassed."""
     marker = tmp_path / "pwned"
-    unp = W._RestrictedUnpickler(_payloads(marker)["os.system"], None, "x.pth")
+    unp = torch_pickle._RestrictedUnpickler(_payloads(marker)["os.system"], None, "x.pth")
     with pytest.raises(UnsafeCheckpointError, match="refused global os.system"):
         unp.load()
     assert not marker.exists()
