@@ -1,7 +1,6 @@
 """Torch-free checkpoint reading (restricted unpickler), unwrapping, strict loading, formats, CLI."""
 
 import importlib.util
-import io
 import os
 import pickle
 import struct
@@ -10,10 +9,8 @@ import sys
 import zipfile
 from collections import OrderedDict
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from resshift_jax import torch_pickle
 from resshift_jax import weights as W
