@@ -2,12 +2,20 @@
 pairs/s through the jitted device degradation; compile time reported apart. JSON lines.
 
     python bench/bench_data.py [--data DIR] [--batch 8] [--seconds 20] [--workers 2]
+                               [--formats png,jpeg] [--no_cv2] [--skip_device]
+
+With 0 workers `crops_per_cpu_s` counts crops per second of this process's CPU time, i.e. per
+core, and does not depend on other load on the machine. `jpeg` re-encodes the same images as
+JPEG (quality 95) in a temporary folder first.
 """
 
 import argparse
 import json
 import os
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def host_rate(cfg, batch, seconds, workers):
@@ -20,16 +28,34 @@ def host_rate(cfg, batch, seconds, workers):
     t0 = time.perf_counter()
     next(it)
     first = time.perf_counter() - t0
-    n, t0 = 0, time.perf_counter()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds:
         next(it)
         n += batch
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     if hasattr(it, "close"):
         it.close()
-    return dict(bench="host_crops", workers=workers, batch=batch, crops=n, seconds=round(dt, 2),
-                crops_per_s=round(n / dt, 1), crops_per_s_per_core=round(n / dt / min(max(1, workers), os.cpu_count()), 1),
-                first_batch_s=round(first, 2), cores=os.cpu_count())
+    out = dict(bench="host_crops", workers=workers, batch=batch, crops=n, seconds=round(dt, 2),
+               crops_per_s=round(n / dt, 1), first_batch_s=round(first, 2), cores=os.cpu_count(),
+               load_avg_1m=round(os.getloadavg()[0], 2))
+    if workers == 0:
+        out["crops_per_cpu_s"] = round(n / cpu, 1)
+    else:
+        out["crops_per_s_per_worker"] = round(n / dt / min(workers, os.cpu_count()), 1)
+    return out
+
+
+def as_jpeg(src, dst, quality=95):
+    """The images of `src` re-encoded as JPEG files in `dst` (same pixels up to JPEG loss)."""
+    from PIL import Image
+
+    from resshift_jax.data.sources import list_image_files
+    os.makedirs(dst, exist_ok=True)
+    for f in list_image_files([src], ("png", "jpg", "jpeg", "bmp", "tif", "tiff")):
+        with Image.open(f) as im:
+            im.convert("RGB").save(os.path.join(dst, os.path.splitext(os.path.basename(f))[0] + ".jpg"),
+                                   quality=quality)
+    return dst
 
 
 def device_rate(cfg, batch, seconds):
@@ -63,14 +89,25 @@ def main():
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip_device", action="store_true")
+    ap.add_argument("--formats", default="png,jpeg", help="png = the files as they are; jpeg = re-encoded")
+    ap.add_argument("--no_cv2", action="store_true", help="Pillow decoding and NumPy area resize only")
     a = ap.parse_args()
+    import tempfile
+
     from absl import flags
     flags.FLAGS.mark_as_parsed()
     from resshift_jax.config import load_config
+    from resshift_jax.data import sources
+    if a.no_cv2:
+        sources._cv2 = None
     cfg = load_config("realsr_v3")
-    cfg.data.train.dir_paths = (os.path.abspath(a.data),)
-    for w in (0, a.workers):
-        print(json.dumps(host_rate(cfg, a.batch, a.seconds, w)), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in a.formats.split(","):
+            d = os.path.abspath(a.data) if fmt == "png" else as_jpeg(a.data, os.path.join(tmp, "jpeg"))
+            cfg.data.train.dir_paths = (d,)
+            for w in sorted({0, a.workers}):
+                r = dict(format=fmt, opencv=sources._cv2 is not None, **host_rate(cfg, a.batch, a.seconds, w))
+                print(json.dumps(r), flush=True)
     if not a.skip_device:
         print(json.dumps(device_rate(cfg, a.batch, a.seconds)), flush=True)
 

@@ -118,7 +118,63 @@ def test_rescale_crop_and_area():
     np.testing.assert_allclose(area_resize(flat, (7, 7)), 77, atol=1e-4)
 
 
-def test_tfds_source():
-    pytest.importorskip("tensorflow_datasets",
-                        reason="tensorflow-datasets is not installed (optional; +217 MB). TfdsSource imports "
-                               "it lazily; without it the TFDS path cannot be exercised here")
+def test_tfds_source_without_tensorflow(cfg, files, tmp_path):
+    import shutil
+    import sys
+    pytest.importorskip("tensorflow_datasets")
+    src_dir = tmp_path / "imgs"
+    src_dir.mkdir()
+    for f in files[:4]:
+        shutil.copy(f, src_dir)
+    version_dir = pack.pack_tfds(src_dir, tmp_path / "tfds", "tiny_hr")
+    assert "tensorflow" not in sys.modules  # written and read without TensorFlow
+    src = sources.TfdsSource("tiny_hr", str(tmp_path / "tfds"))
+    assert len(src) == 4
+    for i, f in enumerate(sorted(files[:4])):  # encoded bytes, unchanged, in sorted file order
+        assert src[i][1] == open(f, "rb").read()
+    assert len(sources.TfdsSource(version_dir)) == 4  # a version folder works too
+    cfg = load_config("realsr_v3")
+    cfg.data.train.tfds_name, cfg.data.train.tfds_data_dir = "tiny_hr", str(tmp_path / "tfds")
+    opts = grain.sharding.ShardOptions(0, 1)
+    got = _take(build_dataset(cfg, batch_size=2, seed=5, shard_options=opts), 2)
+    want = _take(build_dataset(cfg, batch_size=2, seed=5, shard_options=opts,
+                               source=sources.FileSource(sorted(files[:4]))), 2)
+    assert all(_same(x, y) for x, y in zip(got, want))  # same pairs as reading the files
+    assert "tensorflow" not in sys.modules
+
+
+def test_fast_host_paths_match_plain_numpy_pillow(files, monkeypatch):
+    """OpenCV decode / INTER_AREA and flip-on-the-crop give the pixels of the plain path."""
+    import io
+
+    from PIL import Image
+    pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (341, 400, 3), dtype=np.uint8)
+    for out in ((256, 256), (100, 77), (170, 200)):  # non-integer and integer factors
+        fast = area_resize(img, out)
+        plain = area_resize(img, out, use_cv2=False)
+        assert fast.shape == plain.shape == out + (3,)
+        np.testing.assert_allclose(fast, plain, atol=1e-4)  # on the 0..255 scale
+    for i, f in enumerate(files[:6]):
+        data = open(f, "rb").read()
+        buf = io.BytesIO()
+        Image.open(f).convert("RGB").save(buf, "JPEG", quality=90)
+        for payload in (data, buf.getvalue()):
+            a = sources.decode_image(f, payload)
+            with Image.open(io.BytesIO(payload)) as im:
+                assert np.array_equal(a, np.asarray(im.convert("RGB")))
+        for flip in (False, True):
+            for rescale in (True, False):
+                want = rescale_crop(np.ascontiguousarray(a[:, ::-1]) if flip else a,
+                                    np.random.default_rng(i), 256, rescale)
+                got = rescale_crop(a, np.random.default_rng(i), 256, rescale, hflip=flip)
+                np.testing.assert_allclose(got, want, atol=1e-6)
+                with monkeypatch.context() as m:  # without OpenCV: exactly the plain NumPy result
+                    m.setattr(sources, "_cv2", None)
+                    plain = rescale_crop(a, np.random.default_rng(i), 256, rescale, hflip=flip)
+                    ref = rescale_crop(np.ascontiguousarray(a[:, ::-1]) if flip else a,
+                                       np.random.default_rng(i), 256, rescale)
+                    assert np.array_equal(plain, ref)
+    with pytest.raises(ValueError, match="cannot decode"):
+        sources.decode_image("cut.jpg", buf.getvalue()[: len(buf.getvalue()) // 2])  # truncated JPEG

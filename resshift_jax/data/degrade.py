@@ -31,10 +31,11 @@ def _sel(flag, a, b):
 
 
 def _noise(x, hw, key, p, prefix):  # key: (B,) per-example keys
-    """Gaussian or Poisson noise per sample (both computed, one selected), clipped to [0, 1]."""
-    kg, kp = ops.split2(key)
-    g = ops.add_gaussian_noise(x, hw, kg, p[prefix + "sigma"], p[prefix + "gray"])
-    q = ops.add_poisson_noise(x, hw, kp, p[prefix + "poisson"], p[prefix + "gray"])
+    """Gaussian or Poisson noise per sample (both computed, one selected), clipped to [0, 1].
+    One uniform draw per example feeds both (disjoint channels), see ops.noise_uniforms."""
+    u = ops.noise_uniforms(key, x.shape[1:3], 8)
+    g = ops.add_gaussian_noise(x, hw, None, p[prefix + "sigma"], p[prefix + "gray"], u=u[..., :4])
+    q = ops.add_poisson_noise(x, hw, None, p[prefix + "poisson"], p[prefix + "gray"], u=u[..., 4:])
     return _sel(p[prefix + "gaussian"], g, q)
 
 
@@ -54,11 +55,14 @@ def realesrgan_degrade(hr: jax.Array, params: dict, key: jax.Array | None = None
     """(lq, gt) in [-1, 1] from HR (B, H, W, 3) in [0, 1] (float, or uint8 scaled by 1/255).
 
     key: folded with each example's `noise_seed` (default key 0), so the noise of a pair
-    depends on that example alone. conv_method: see ops.filter2d (default per backend).
+    depends on that example alone. With `spec.use_sharp` the GT is USM-sharpened first.
+    conv_method: see ops.filter2d (default per backend).
     """
     cm = conv_method or ops.default_conv_method()
     filt = lambda *a: ops.filter2d(*a, method=cm)  # noqa: E731
     gt = hr.astype(jnp.float32) / 255.0 if hr.dtype == jnp.uint8 else hr.astype(jnp.float32)
+    if spec.use_sharp:  # the reference sharpens the GT, which is then both target and source
+        gt = ops.usm_sharp(gt, method=cm)
     b, h, w, _ = gt.shape
     key = jax.random.key(0) if key is None else key
     ks = _example_keys(key, params["noise_seed"].astype(jnp.uint32))

@@ -7,6 +7,7 @@ kernels of one training example from a `np.random.Generator` (spec §7).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -15,11 +16,23 @@ from scipy import special
 KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
 
 
+@functools.lru_cache(maxsize=64)
 def mesh_grid(kernel_size: int) -> np.ndarray:
-    """(k, k, 2) grid of (x, y) offsets from the centre."""
+    """(k, k, 2) grid of (x, y) offsets from the centre (cached, read-only)."""
     ax = np.arange(-kernel_size // 2 + 1.0, kernel_size // 2 + 1.0)
     xx, yy = np.meshgrid(ax, ax)
-    return np.stack([xx, yy], axis=-1)
+    g = np.stack([xx, yy], axis=-1)
+    g.flags.writeable = False
+    return g
+
+
+@functools.lru_cache(maxsize=64)
+def _radius_grid(kernel_size: int) -> np.ndarray:
+    c = (kernel_size - 1) / 2
+    x, y = np.meshgrid(np.arange(kernel_size), np.arange(kernel_size), indexing="ij")
+    r = np.sqrt((x - c) ** 2 + (y - c) ** 2)
+    r.flags.writeable = False
+    return r
 
 
 def sigma_matrix2(sig_x: float, sig_y: float, theta: float) -> np.ndarray:
@@ -59,22 +72,22 @@ def circular_lowpass_kernel(cutoff: float, kernel_size: int, pad_to: int = 0) ->
     """2-D sinc (jinc) low-pass filter, zero-padded to `pad_to` when that is larger."""
     if kernel_size % 2 != 1:
         raise ValueError(f"sinc kernel size must be odd, got {kernel_size}")
-    c = (kernel_size - 1) / 2
-    x, y = np.meshgrid(np.arange(kernel_size), np.arange(kernel_size), indexing="ij")
-    r = np.sqrt((x - c) ** 2 + (y - c) ** 2)
+    r = _radius_grid(kernel_size)
     with np.errstate(divide="ignore", invalid="ignore"):
         k = cutoff * special.j1(cutoff * r) / (2 * np.pi * r)
     k[(kernel_size - 1) // 2, (kernel_size - 1) // 2] = cutoff ** 2 / (4 * np.pi)
     k = k / np.sum(k)
-    if pad_to > kernel_size:
-        p = (pad_to - kernel_size) // 2
-        k = np.pad(k, ((p, p), (p, p)))
-    return k
+    return pad_kernel(k, pad_to) if pad_to > kernel_size else k
 
 
 def pad_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad a (k, k) kernel to (size, size), centred."""
     p = (size - kernel.shape[0]) // 2
-    return np.pad(kernel, ((p, p), (p, p))) if p > 0 else kernel
+    if p <= 0:
+        return kernel
+    out = np.zeros((size, size), kernel.dtype)
+    out[p:p + kernel.shape[0], p:p + kernel.shape[1]] = kernel
+    return out
 
 
 def _beta(rng: np.random.Generator, beta_range) -> float:

@@ -105,13 +105,14 @@ def usm_kernel(radius: int = 50, sigma: float = 0.0) -> np.ndarray:
     return np.outer(g, g).astype(np.float32)[None]
 
 
-def usm_sharp(x: jax.Array, weight: float = 0.5, threshold: float = 10, radius: int = 50) -> jax.Array:
+def usm_sharp(x: jax.Array, weight: float = 0.5, threshold: float = 10, radius: int = 50,
+              method: str = "direct") -> jax.Array:
     """Reference USMSharp: sharpen where |x - blur| * 255 > threshold, with a blurred mask."""
     kern = jnp.asarray(usm_kernel(radius))
-    blur = filter2d(x, kern)
+    blur = filter2d(x, kern, method=method)
     residual = x - blur
     mask = (jnp.abs(residual) * 255 > threshold).astype(x.dtype)
-    soft = filter2d(mask, kern)
+    soft = filter2d(mask, kern, method=method)
     sharp = jnp.clip(x + weight * residual, 0, 1)
     return soft * sharp + (1 - soft) * x
 
@@ -189,19 +190,30 @@ def _poisson_levels(q: jax.Array, hw: jax.Array) -> jax.Array:
     return (2.0 ** jnp.ceil(jnp.log2(n))).reshape(-1, 1, 1, 1)
 
 
-def _per_example(keys, draw):
-    """Run `draw(key)` for each example's own key (B,) so noise depends on the example only."""
-    return jax.vmap(draw)(keys)
+def noise_uniforms(keys: jax.Array, hw: tuple[int, int], n: int) -> jax.Array:
+    """(B, h, w, n) float32 uniforms in [0, 1), one threefry draw per example's own key.
+
+    All noise of a stage comes from one such draw (slices of its last axis): one PRNG
+    computation instead of one per noise kind, which keeps XLA compile times low."""
+    bits = jax.vmap(lambda k: jax.random.bits(k, hw + (n,), jnp.uint32))(keys)
+    return jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32) - 1.0
 
 
-def add_gaussian_noise(x, hw, keys, sigma, gray):
+def _normal(u):
+    """Standard normals from uniforms in [0, 1), as jax.random.normal (sqrt(2) erfinv on (-1, 1))."""
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(jnp.maximum(lo, 2.0 * u - 1.0))
+
+
+def add_gaussian_noise(x, hw, keys, sigma, gray, u=None):
     """x + N(0, sigma/255) noise, one gray plane shared by the channels where gray=1; clipped.
 
-    keys: (B,) per-example PRNG keys."""
+    keys: (B,) per-example PRNG keys; u: optional (B, H, W, >=4) uniforms to use instead
+    (channels 0-2 colour, 3 gray)."""
+    u = noise_uniforms(keys, x.shape[1:3], 4) if u is None else u
     s = sigma.reshape(-1, 1, 1, 1) / 255.0
-    kc, kg = split2(keys)
-    color = _per_example(kc, lambda k: jax.random.normal(k, x.shape[1:], x.dtype)) * s
-    gplane = _per_example(kg, lambda k: jax.random.normal(k, x.shape[1:3] + (1,), x.dtype)) * s
+    color = _normal(u[..., 0:3]) * s
+    gplane = _normal(u[..., 3:4]) * s
     g = gray.reshape(-1, 1, 1, 1).astype(x.dtype)
     return mask_valid(jnp.clip(x + color * (1 - g) + gplane * g, 0, 1), hw)
 
@@ -223,14 +235,13 @@ def _poisson_cdf(levels: jax.Array) -> jax.Array:
     return jnp.cumsum(pmf, axis=-1)
 
 
-def _poisson(keys, codes, levels):
-    """Poisson samples of rate codes/255*levels by inverting the CDF table (binary search).
+def _poisson_from_u(u, codes, levels):
+    """Poisson samples of rate codes/255*levels by inverting the CDF table at uniforms u.
 
     jax.random.poisson's rejection loops compile and run very slowly on CPU at image sizes;
     the rates here take at most 256 values per image, so a table is exact and cheap."""
     b = codes.shape[0]
     cdf = _poisson_cdf(levels).reshape(-1)  # flat: a plain 1-D gather is fast on every backend
-    u = jax.vmap(lambda k: jax.random.uniform(k, codes.shape[1:], jnp.float32))(keys)
     row = (codes + 256 * jnp.arange(b).reshape((b,) + (1,) * (codes.ndim - 1))) * _POISSON_K
 
     def step(_, lohi):  # binary search for the smallest n with cdf[n] > u
@@ -244,17 +255,23 @@ def _poisson(keys, codes, levels):
     return lo.reshape(codes.shape).astype(jnp.float32)
 
 
-def add_poisson_noise(x, hw, keys, scale, gray):
+def _poisson(keys, codes, levels):
+    """Poisson samples (codes (B, H, W, C)) from each example's key."""
+    return _poisson_from_u(noise_uniforms(keys, codes.shape[1:3], codes.shape[3]), codes, levels)
+
+
+def add_poisson_noise(x, hw, keys, scale, gray, u=None):
     """Shot noise (Poisson on the 8-bit-rounded image with `levels` counts), times scale; clipped.
 
-    keys: (B,) per-example PRNG keys."""
-    kc, kg = split2(keys)
+    keys: (B,) per-example PRNG keys; u: optional (B, H, W, >=4) uniforms to use instead
+    (channels 0-2 colour, 3 gray)."""
+    u = noise_uniforms(keys, x.shape[1:3], 4) if u is None else u
     q = jnp.clip(jnp.round(x * 255), 0, 255) / 255
     lv = _poisson_levels(q, hw)
-    color = _poisson(kc, jnp.round(q * 255).astype(jnp.int32), lv) / lv - q
+    color = _poisson_from_u(u[..., 0:3], jnp.round(q * 255).astype(jnp.int32), lv) / lv - q
     qg = jnp.clip(jnp.round(_gray(x) * 255), 0, 255) / 255
     lvg = _poisson_levels(qg, hw)
-    gplane = _poisson(kg, jnp.round(qg * 255).astype(jnp.int32), lvg) / lvg - qg
+    gplane = _poisson_from_u(u[..., 3:4], jnp.round(qg * 255).astype(jnp.int32), lvg) / lvg - qg
     g = gray.reshape(-1, 1, 1, 1).astype(x.dtype)
     noise = (color * (1 - g) + gplane * g) * scale.reshape(-1, 1, 1, 1)
     return mask_valid(jnp.clip(x + noise, 0, 1), hw)

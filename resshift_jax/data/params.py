@@ -64,6 +64,7 @@ class DegradationSpec:
     betap_range2: tuple = (1.0, 2.0)
     sinc_prob2: float = 0.1
     final_sinc_prob: float = 0.8
+    use_sharp: bool = False  # USM-sharpen the GT first (degradation.use_sharp)
 
     @classmethod
     def from_config(cls, cfg) -> "DegradationSpec":

@@ -107,30 +107,98 @@ class ArrayRecordSource:
 
 
 class TfdsSource:
-    """A TFDS dataset in array_record format via `tfds.data_source` (no TensorFlow needed to
-    read; tensorflow-datasets is imported only here). `image_key` names the image feature."""
+    """A TFDS dataset in array_record format, read without TensorFlow (tensorflow-datasets is
+    imported only here). `name` is a registered/prepared dataset name (looked up in `data_dir`)
+    or the path of a prepared dataset version folder (holding dataset_info.json).
+
+    `tfds.features.Image` features are read undecoded (`tfds.decode.SkipDecoding`): the
+    payload is the encoded PNG/JPEG bytes, decoded by the pipeline (corrupt ones are skipped
+    and counted there). Any other image feature (e.g. a uint8 `Tensor`) arrives as an array.
+    Writing such datasets without TensorFlow works when images are given as encoded bytes or
+    paths (see pack.pack_tfds); encoding NumPy arrays into an `Image` feature needs TF.
+    The underlying reader is opened lazily per process, so the source pickles for grain workers.
+    """
 
     def __init__(self, name: str, data_dir: str | None = None, split: str = "train", image_key: str = "image"):
+        self._args = (str(name), str(data_dir) if data_dir else None, split, image_key)
+        self._src = None
+        self._len = len(self._open())
+
+    @staticmethod
+    def _tfds():
         try:
             import tensorflow_datasets as tfds
         except ImportError as e:
             raise ImportError("TFDS sources need `pip install tensorflow-datasets` "
                               "(TensorFlow itself is not needed for array_record datasets)") from e
-        self._src = tfds.data_source(name, split=split, data_dir=data_dir or None)
-        self._key = image_key
-        self._name = name
+        return tfds
+
+    def _open(self):
+        if self._src is None:
+            tfds = self._tfds()
+            name, data_dir, split, key = self._args
+            if (pathlib.Path(name) / "dataset_info.json").is_file():
+                builder = tfds.builder_from_directory(name)
+            else:
+                builder = tfds.builder(name, data_dir=data_dir)
+            feats = builder.info.features
+            if key not in feats:
+                raise KeyError(f"TFDS dataset {name}: no feature {key!r} (has {sorted(feats.keys())})")
+            dec = {key: tfds.decode.SkipDecoding()} if isinstance(feats[key], tfds.features.Image) else None
+            try:
+                self._src = builder.as_data_source(split=split, decoders=dec)
+            except Exception as e:  # noqa: BLE001 - name the dataset and the format requirement
+                raise ValueError(f"TFDS dataset {name} ({builder.data_dir}): cannot open split {split!r} as a "
+                                 f"data source (it must be prepared with file_format='array_record'): {e}") from e
+        return self._src
+
+    def __getstate__(self):
+        return dict(self.__dict__, _src=None)
 
     def __len__(self):
-        return len(self._src)
+        return self._len
 
     def __getitem__(self, i):
-        ex = self._src[i]
-        img = ex[self._key] if isinstance(ex, dict) else ex
-        return f"{self._name}[{i}]", img if isinstance(img, (bytes, np.ndarray)) else np.asarray(img)
+        ex = self._open()[i]
+        img = ex[self._args[3]] if isinstance(ex, dict) else ex
+        return f"{self._args[0]}[{i}]", img if isinstance(img, (bytes, np.ndarray)) else np.asarray(img)
+
+    def __repr__(self):
+        return f"TfdsSource({self._args[0]!r}, split={self._args[2]!r}, {self._len} records)"
+
+
+try:  # OpenCV is optional: faster decoding and INTER_AREA; Pillow/NumPy otherwise
+    import cv2 as _cv2
+except ImportError:  # pragma: no cover - e.g. the GPU machine has no opencv
+    _cv2 = None
+
+
+def _complete(payload: bytes) -> bool:
+    """True when a PNG/JPEG stream is not cut short (OpenCV decodes truncated files silently)."""
+    if payload[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" in payload[-16:]
+    if payload[:2] == b"\xff\xd8":
+        return b"\xff\xd9" in payload[-64:]
+    return False  # other formats: Pillow
+
+
+def _decode_cv2(payload: bytes) -> np.ndarray | None:
+    """8-bit RGB via cv2.imdecode(IMREAD_COLOR) as the reference (basicsr imfrombytes): gray
+    replicated, alpha dropped, 16 bits shifted to 8, EXIF orientation applied. None if unusable."""
+    if _cv2 is None or not _complete(payload):
+        return None
+    buf = np.frombuffer(payload, np.uint8)
+    if hasattr(_cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.10: decode straight to RGB
+        return _cv2.imdecode(buf, _cv2.IMREAD_COLOR_RGB)
+    a = _cv2.imdecode(buf, _cv2.IMREAD_COLOR)
+    return None if a is None else _cv2.cvtColor(a, _cv2.COLOR_BGR2RGB)
 
 
 def decode_image(name: str, payload) -> np.ndarray:
-    """Encoded bytes (or an array) -> uint8 RGB (h, w, 3). Raises ValueError naming the record."""
+    """Encoded bytes (or an array) -> uint8 RGB (h, w, 3). Raises ValueError naming the record.
+
+    Complete PNG/JPEG files go through OpenCV when it is installed (same pixels as Pillow for
+    8-bit files), anything else through Pillow."""
     if isinstance(payload, np.ndarray):
         a = payload
         if a.ndim == 2:
@@ -143,6 +211,9 @@ def decode_image(name: str, payload) -> np.ndarray:
                                     .astype(np.uint8))
     if not payload:
         raise ValueError(f"{name}: empty file (0 bytes)")
+    a = _decode_cv2(payload)
+    if a is not None:
+        return a
     try:
         with Image.open(io.BytesIO(payload)) as im:
             im.load()
@@ -151,6 +222,6 @@ def decode_image(name: str, payload) -> np.ndarray:
                 a = a / (65535.0 if a.max() > 255 else 255.0) * 255.0
                 a = np.clip(np.round(a), 0, 255).astype(np.uint8)
                 return np.repeat(a[..., None], 3, -1)
-            return np.asarray(im.convert("RGB"))
+            return np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
     except Exception as e:  # noqa: BLE001 - every decoder failure is one readable line
         raise ValueError(f"{name}: cannot decode image ({type(e).__name__}: {e})") from None
