@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.12 (if missing) and install requirements.txt into it.
-# Sourced by run.sh and test.sh; safe to run repeatedly.
+# Used by run.sh and test.sh; safe to run repeatedly (reinstalls only when requirements change).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -12,12 +12,17 @@ if [ ! -x .venv/bin/python ]; then
     echo "error: Python 3.12 is required (jax >= 0.11 needs it): install python3.12 or pyenv 3.12" >&2
     exit 2
   fi
+  echo "setup: creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
 stamp=.venv/.requirements.sha
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt
+  echo "setup: installing requirements.txt into .venv (log: .venv/pip.log)"
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -r requirements.txt; } > .venv/pip.log 2>&1; then
+    tail -n 40 .venv/pip.log >&2
+    echo "error: pip install failed (full log: .venv/pip.log)" >&2
+    exit 2
+  fi
   echo "$want" > "$stamp"
 fi
