@@ -3,7 +3,7 @@
 # on 8 fake CPU devices, so sharding is always exercised.
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh requirements-test.txt
 export XLA_FLAGS="--xla_force_host_platform_device_count=8 ${XLA_FLAGS:-}"
 export JAX_PLATFORMS="${JAX_PLATFORMS:-cpu}"
 exec .venv/bin/python -m pytest -q tests "$@"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.12 (if missing) and install requirements.txt into it.
+# Create .venv with Python 3.12 (if missing) and install a requirements file into it
+# (default requirements.txt; test.sh passes requirements-test.txt, which includes it).
 # Used by run.sh and test.sh; safe to run repeatedly (reinstalls only when requirements change).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -15,11 +16,12 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
-stamp=.venv/.requirements.sha
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+req="${1:-requirements.txt}"
+stamp=".venv/.${req%.txt}.sha"
+want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing requirements.txt into .venv (log: .venv/pip.log)"
-  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -r requirements.txt; } > .venv/pip.log 2>&1; then
+  echo "setup: installing $req into .venv (log: .venv/pip.log)"
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -r "$req"; } > .venv/pip.log 2>&1; then
     tail -n 40 .venv/pip.log >&2
     echo "error: pip install failed (full log: .venv/pip.log)" >&2
     exit 2

@@ -1,0 +1,101 @@
+"""Train-step throughput (samples/s) for full configs on whatever device is present, and the
+tiny-config loss drop on real images. JSON lines; compile time reported apart.
+
+    python bench/bench_train.py --configs realsr_v1,realsr_v3 --batch 64 --steps 10
+    python bench/bench_train.py --loss_drop --config tiny --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+
+import pathlib
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def throughput(name: str, batch: int | None, steps: int, accum: int | None, amp: bool | None) -> dict:
+    from resshift_jax import sharding as shd
+    from resshift_jax.config import load_config
+    from resshift_jax.train.models import build_models
+    from resshift_jax.train.step import Trainer
+    cfg = load_config(name)
+    if batch:
+        cfg.train.batch = (batch, cfg.train.batch[1])
+    if amp is not None:
+        cfg.train.use_amp = amp
+    mesh = shd.make_mesh((-1, 1))
+    nets = build_models(cfg, load_weights=False)  # random weights: speed only
+    tr = Trainer(cfg, mesh, nets, accum_steps=accum)
+    gb, gt, sf = int(cfg.train.batch[0]), int(cfg.data.train.gt_size), int(cfg.diffusion.sf)
+    rng = np.random.default_rng(0)
+    batch_np = {"hr": rng.uniform(-1, 1, (gb, gt, gt, 3)).astype(np.float32),
+                "lq": rng.uniform(-1, 1, (gb, gt // sf, gt // sf, 3)).astype(np.float32)}
+    b = shd.global_batch_from_local(mesh, batch_np, gb)
+    state = tr.init_state()
+    t0 = time.perf_counter()
+    state, m = tr.train_step(state, b)
+    jax.block_until_ready(m["loss"])
+    compile_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        state, m = tr.train_step(state, b)
+    jax.block_until_ready(m["loss"])
+    dt = (time.perf_counter() - t0) / steps
+    return {"bench": "train_step", "config": name, "device": jax.devices()[0].device_kind,
+            "n_devices": jax.device_count(), "global_batch": gb, "accum_steps": tr.accum_steps,
+            "dtype": "bf16" if cfg.train.use_amp else "fp32", "lpips": float(cfg.train.loss_coef[1]) > 0,
+            "compile_s": round(compile_s, 2), "step_s": round(dt, 4), "samples_per_s": round(gb / dt, 3),
+            "loss": float(m["loss"])}
+
+
+def loss_drop(name: str, steps: int, window: int) -> dict:
+    from resshift_jax.config import load_config
+    from resshift_jax.train.loop import train
+    cfg = load_config(name)  # a name or a config file path (e.g. tests/_train_cfg.py)
+    if name == "tiny":
+        cfg.data.train.gt_size = 128  # the tiny UNet needs 32x32 latents (lq_size 32)
+    cfg.train.iterations = steps
+    cfg.train.log_freq = (1, 10 ** 9, 1)
+    cfg.train.save_freq = 10 ** 9
+    cfg.train.val_freq = 0
+    with tempfile.TemporaryDirectory() as wd:
+        t0 = time.perf_counter()
+        train(cfg, wd, progress=False, validate=False)
+        wall = time.perf_counter() - t0
+        recs = [json.loads(x) for x in open(f"{wd}/metrics.jsonl") if '"loss"' in x]
+    losses = np.array([r["loss"] for r in recs])
+    first, last = losses[:window].mean(), losses[-window:].mean()
+    return {"bench": "loss_drop", "config": name, "steps": steps, "window": window,
+            "first_mean": float(first), "last_mean": float(last), "drop": float(1 - last / first),
+            "wall_s": round(wall, 1), "losses_every_25": [round(float(x), 5) for x in losses[::25]]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--configs", default="realsr_v1,realsr_v3")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--accum", type=int, default=None)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--amp", choices=("on", "off", "config"), default="config")
+    p.add_argument("--loss_drop", action="store_true")
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--window", type=int, default=20)
+    a = p.parse_args(argv)
+    if a.loss_drop:
+        print(json.dumps(loss_drop(a.config, a.steps, a.window)), flush=True)
+        return
+    amp = None if a.amp == "config" else a.amp == "on"
+    for name in a.configs.split(","):
+        print(json.dumps(throughput(name, a.batch, a.steps, a.accum, amp)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

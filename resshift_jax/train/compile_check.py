@@ -1,0 +1,140 @@
+"""Compile-only check: lower + compile the train step (and the inference program) for a config,
+mesh and batch on a target topology, and print per-chip memory, so an OOM shows before renting
+the hardware.
+
+    python -m resshift_jax.train.compile_check --config realsr_v3 --topology v5e:4x4 --batch 96
+    python -m resshift_jax.train.compile_check --config realsr_v1 --topology v5p:4x4x4 --mesh=-1,1
+    python -m resshift_jax.train.compile_check --config tiny          # local devices
+
+TPU topologies need `libtpu` (pip install libtpu, the version jax[tpu] pins); nothing is allocated:
+networks are built with `nnx.eval_shape`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+
+from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
+from resshift_jax.config import load_config
+from resshift_jax.resize import bicubic_upsample
+from resshift_jax.train.models import build_models, compute_dtype, tree_bytes
+from resshift_jax.train.step import Trainer
+
+GiB = 2 ** 30
+
+
+def topology_devices(topology: str | None, platform: str = "tpu"):
+    if not topology:
+        return jax.devices()
+    # compile-only use: several processes may load libtpu at once (no chips are claimed)
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    from jax.experimental import topologies
+    try:
+        return topologies.get_topology_desc(platform=platform, topology_name=topology).devices
+    except Exception as e:  # noqa: BLE001
+        raise RuntimeError(f"cannot describe topology {topology!r} ({type(e).__name__}: {e}); TPU "
+                           "topologies need `pip install libtpu` matching your jax") from e
+
+
+def memory_report(compiled) -> dict:
+    ma = compiled.memory_analysis()
+    if ma is None:
+        return {}
+    get = lambda n: int(getattr(ma, n, 0) or 0)  # noqa: E731
+    arg, out, tmp, alias, code = (get("argument_size_in_bytes"), get("output_size_in_bytes"),
+                                  get("temp_size_in_bytes"), get("alias_size_in_bytes"),
+                                  get("generated_code_size_in_bytes"))
+    return {"argument_gib": arg / GiB, "output_gib": out / GiB, "temp_gib": tmp / GiB,
+            "alias_gib": alias / GiB, "code_gib": code / GiB,
+            "peak_per_chip_gib": (arg + out + tmp - alias + code) / GiB}
+
+
+def inference_program(cfg, nets, mesh):
+    """encode(bicubic(lq)) -> lax.scan sampler -> decode, batch-sharded (as SRPipeline)."""
+    from flax import nnx
+    sched = schedule_lib.from_config(cfg.diffusion)
+    sf = int(cfg.diffusion.sf)
+
+    def run(params, frozen, lq, key):
+        unet = nnx.merge(nets.unet_def, params, frozen["unet_rest"])
+        vq = nnx.merge(nets.vq_def, frozen["vq"])
+        z_y = vq.encode(bicubic_upsample(lq, sf)).astype(jnp.float32)
+        x0 = diffusion.sample(sched, lambda x, t, c: unet(x, t, c).astype(jnp.float32), z_y, lq, key=key)
+        return jnp.clip(vq.decode(x0, quantize=True).astype(jnp.float32), -1, 1)
+    return run
+
+
+def check(config, *, topology: str | None = None, batch: int | None = None, mesh_shape=None,
+          infer_batch: int | None = None, lq_size: int | None = None, accum_steps: int | None = None) -> dict:
+    cfg = load_config(config)
+    cfg.unlock() if hasattr(cfg, "unlock") else None
+    if batch:
+        cfg.train.batch = (int(batch), cfg.train.batch[1])
+    if mesh_shape:
+        cfg.sharding.mesh_shape = tuple(mesh_shape)
+    devices = topology_devices(topology)
+    mesh = shd.make_mesh(tuple(cfg.sharding.mesh_shape), devices=devices)
+    nets = build_models(cfg, abstract=True)
+    trainer = Trainer(cfg, mesh, nets, accum_steps=accum_steps)
+    gb = int(cfg.train.batch[0])
+    gt = int(cfg.data.train.gt_size)
+    sf = int(cfg.diffusion.sf)
+    bsh = shd.batch_sharding(mesh)
+    batch_abs = {"hr": jax.ShapeDtypeStruct((gb, gt, gt, 3), jnp.float32, sharding=bsh),
+                 "lq": jax.ShapeDtypeStruct((gb, gt // sf, gt // sf, 3), jnp.float32, sharding=bsh)}
+    report = {"config": cfg.name, "topology": topology or str(devices[0].platform),
+              "devices": len(devices), "device_kind": getattr(devices[0], "device_kind", "?"),
+              "mesh": dict(mesh.shape), "global_batch": gb, "accum_steps": trainer.accum_steps,
+              "micro_batch_per_device": gb // trainer.accum_steps // shd.batch_size_divisor(mesh),
+              "compute_dtype": jnp.dtype(compute_dtype(cfg)).name,
+              "unet_params_m": tree_bytes(nets.unet_params) / 4 / 1e6}
+    t0 = time.perf_counter()
+    lowered = trainer.lower(batch_abs)
+    compiled = lowered.compile()
+    report["train_compile_s"] = time.perf_counter() - t0
+    report["train"] = memory_report(compiled)
+
+    ib = int(infer_batch or max(cfg.train.batch[1], shd.batch_size_divisor(mesh)))
+    ib = -(-ib // shd.batch_size_divisor(mesh)) * shd.batch_size_divisor(mesh)
+    lq = int(lq_size or cfg.model.lq_size)
+    rep = shd.replicated(mesh)
+    fn = jax.jit(inference_program(cfg, nets, mesh),
+                 in_shardings=(trainer.state_shardings.ema_params, rep, bsh, rep), out_shardings=bsh)
+    abs_params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, jnp.float32, sharding=s),
+                              nets.unet_params, trainer.state_shardings.ema_params)
+    abs_frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), nets.frozen)
+    key_abs = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
+    t0 = time.perf_counter()
+    compiled_i = fn.lower(abs_params, abs_frozen,
+                          jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), key_abs).compile()
+    report["infer_compile_s"] = time.perf_counter() - t0
+    report["infer_batch"], report["infer_lq"] = ib, lq
+    report["infer"] = memory_report(compiled_i)
+    return report
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m resshift_jax.train.compile_check", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="realsr_v3")
+    p.add_argument("--topology", default=None, help="e.g. v5e:4x4, v5p:4x4x4 (default: local devices)")
+    p.add_argument("--batch", type=int, default=None, help="global train batch (default: config)")
+    p.add_argument("--mesh", default=None, help="mesh shape data,fsdp, e.g. -1,1 or 4,4")
+    p.add_argument("--accum_steps", type=int, default=None)
+    p.add_argument("--infer_batch", type=int, default=None)
+    p.add_argument("--lq_size", type=int, default=None)
+    a = p.parse_args(argv)
+    mesh = tuple(int(x) for x in a.mesh.split(",")) if a.mesh else None
+    rep = check(a.config, topology=a.topology, batch=a.batch, mesh_shape=mesh, infer_batch=a.infer_batch,
+                lq_size=a.lq_size, accum_steps=a.accum_steps)
+    print(json.dumps(rep, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""The pure train step: `train_step(state, batch) -> (state, metrics)`.
+
+Objective of the reference (spec §3, §7): the frozen VQ encoder maps the HR image to x0 and the
+bicubic-upsampled LR image to y inside the step; t ~ p_t (uniform officially); per-sample
+x0-prediction MSE in latent space times w_t (`diffusion.loss_weighting`); optionally + LPIPS of
+the decoded prediction (straight-through quantiser, clamp to [−1, 1]) against HR, weighted by
+`train.loss_coef`. The global batch is split into `accum_steps` micro-batches run by `lax.scan`
+(gradients averaged, as the reference's loss/num_accumulate); a NaN/Inf gradient or loss skips
+the update (params, moments and EMA unchanged) and is counted.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from flax import nnx
+
+from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
+from resshift_jax.resize import bicubic_upsample
+from resshift_jax.train import state as state_lib
+
+
+def accum_steps_for(cfg, num_batch_shards: int) -> int:
+    """Micro-batches per step. The reference splits the per-GPU batch (batch/num_gpus) into
+    chunks of `microbatch`; here one micro-batch is spread over all batch shards, so
+    accum = batch / (microbatch · shards), at least 1. `train.accum_steps` overrides it."""
+    b = int(cfg.train.batch[0])
+    if cfg.train.get("accum_steps", 0):
+        n = int(cfg.train.accum_steps)
+    else:
+        n = max(1, b // (int(cfg.train.microbatch) * num_batch_shards))
+    while b % n or (b // n) % num_batch_shards:
+        n -= 1  # the largest count that keeps micro-batches whole and evenly sharded
+        if n < 1:
+            raise ValueError(f"train.batch[0]={b} is not divisible by the {num_batch_shards} "
+                             "batch shards of the mesh")
+    return n
+
+
+def check_train_sizes(cfg) -> None:
+    """The HR crop must give a latent every UNet level of which is a multiple of the Swin window."""
+    gt = int(cfg.data.train.gt_size)
+    f = 2 ** (len(cfg.autoencoder.ddconfig.ch_mult) - 1)
+    need = int(cfg.model.window_size) * 2 ** (len(cfg.model.channel_mult) - 1) * f
+    sf = int(cfg.diffusion.sf)
+    if gt % need or gt % sf:
+        raise ValueError(f"data.train.gt_size={gt} must be a multiple of {need} (VQ factor {f} x Swin "
+                         f"window {cfg.model.window_size} x 2^(UNet levels-1)) and of sf={sf}; "
+                         f"e.g. {max(need, need * round(gt / need))}")
+
+
+def area_downsample(hr, sf: int):
+    """LQ = mean over sf×sf blocks (INTER_AREA for integer factors), quantised to 8 bits as the
+    reference's degradation pipeline ends: clamp(round(x·255), 0, 255)/255 on [0, 1] images."""
+    b, h, w, c = hr.shape
+    lq = hr.reshape(b, h // sf, sf, w // sf, sf, c).mean(axis=(2, 4))
+    lq01 = jnp.clip(jnp.round((lq * 0.5 + 0.5) * 255.0), 0, 255) / 255.0
+    return lq01 * 2.0 - 1.0
+
+
+def _split_micro(x, n: int):
+    """(B, ...) -> (n, B/n, ...); micro-batch k holds rows k, k+n, ... so every device keeps its
+    own rows (no data movement for a batch sharded over its leading dimension)."""
+    m = x.shape[0] // n
+    return jnp.swapaxes(x.reshape((m, n) + x.shape[1:]), 0, 1)
+
+
+def make_loss_fn(cfg, nets, sched):
+    """loss(params, frozen, hr, lq, key) -> (mean loss, aux) for one micro-batch."""
+    sf = int(cfg.diffusion.sf)
+    scale_factor = float(cfg.diffusion.scale_factor)
+    coef = tuple(float(c) for c in cfg.train.get("loss_coef", (1.0, 0.0)))
+    c_mse = coef[0]
+    c_lpips = coef[1] if len(coef) > 1 else 0.0
+
+    def loss_fn(params, frozen, hr, lq, key):
+        unet = nnx.merge(nets.unet_def, params, frozen["unet_rest"])
+        vq = nnx.merge(nets.vq_def, frozen["vq"])
+        k_t, k_noise = jax.random.split(key)
+        m = hr.shape[0]
+        y_up = bicubic_upsample(lq, sf) if sf != 1 else lq
+        z_y = jax.lax.stop_gradient(vq.encode(y_up).astype(jnp.float32)) * scale_factor
+        z0 = jax.lax.stop_gradient(vq.encode(hr).astype(jnp.float32)) * scale_factor
+        t = diffusion.sample_timesteps(sched, k_t, m)
+        noise = jax.random.normal(k_noise, z0.shape, jnp.float32)
+
+        def denoiser(x_in, t_net, cond):
+            return unet(x_in, t_net, cond).astype(jnp.float32)
+
+        out = diffusion.training_losses(sched, denoiser, z0, z_y, t, lq, noise)
+        per_sample = c_mse * out["loss"]
+        lp = jnp.zeros((m,), jnp.float32)
+        if c_lpips > 0:
+            lpips_net = nnx.merge(nets.lpips_def, frozen["lpips"])
+            x_pred = vq.decode(out["pred_zstart"] / scale_factor, quantize=True).astype(jnp.float32)
+            x_pred = jnp.clip(x_pred, -1.0, 1.0)
+            lp = lpips_net(x_pred, hr).astype(jnp.float32).reshape(m)
+            lp = jnp.where(jnp.any(jnp.isnan(lp)), 0.0, lp)  # the reference drops NaN LPIPS
+            per_sample = per_sample + c_lpips * lp
+        aux = dict(mse=out["mse"], weighted=out["loss"], lpips=lp, t=t)
+        return jnp.mean(per_sample), aux
+
+    return loss_fn
+
+
+def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None, tx=None):
+    """The pure (un-jitted) step `(state, frozen, batch) -> (state, metrics)`."""
+    from resshift_jax.train.optim import lr_fn_from_config, make_optimizer
+    sched = schedule_lib.from_config(cfg.diffusion)
+    T = sched.num_timesteps
+    tx = tx or make_optimizer(cfg.train)
+    lr_fn = lr_fn or lr_fn_from_config(cfg.train)
+    n_acc = accum_steps or accum_steps_for(cfg, shd.batch_size_divisor(mesh))
+    ema_rate = float(cfg.train.ema_rate)
+    sf = int(cfg.diffusion.sf)
+    loss_fn = make_loss_fn(cfg, nets, sched)
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    micro_sharding = NamedSharding(mesh, P(None, tuple(a for a in shd.BATCH_AXES if a in mesh.axis_names)))
+
+    def step_fn(state: state_lib.TrainState, frozen, batch):
+        hr = batch["hr"].astype(jnp.float32)
+        lq = batch["lq"].astype(jnp.float32) if "lq" in batch else area_downsample(hr, sf)
+        hr_m = jax.lax.with_sharding_constraint(_split_micro(hr, n_acc), micro_sharding)
+        lq_m = jax.lax.with_sharding_constraint(_split_micro(lq, n_acc), micro_sharding)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+        def micro(carry, xs):
+            grads, loss_sum, sums, counts, lp_sum = carry
+            k, hr_k, lq_k = xs
+            (loss, aux), g = grad_fn(state.params, frozen, hr_k, lq_k, jax.random.fold_in(key, k))
+            grads = jax.tree.map(lambda a, b: a + b / n_acc, grads, g)
+            sums = sums.at[aux["t"]].add(aux["mse"])
+            counts = counts.at[aux["t"]].add(1.0)
+            return (grads, loss_sum + loss / n_acc, sums, counts, lp_sum + jnp.mean(aux["lpips"]) / n_acc), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((T,), jnp.float32),
+                jnp.zeros((T,), jnp.float32), jnp.zeros((), jnp.float32))
+        (grads, loss, mse_sum_t, count_t, lp), _ = jax.lax.scan(
+            micro, init, (jnp.arange(n_acc), hr_m, lq_m))
+
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        lr = lr_fn(state.step)
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
+        new_ema = state_lib.ema_update(state.ema_params, new_params, ema_rate)
+        keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+        new_state = state.replace(
+            params=keep(new_params, state.params),
+            opt_state=keep(new_opt, state.opt_state),
+            ema_params=keep(new_ema, state.ema_params),
+            step=state.step + 1,
+            bad_steps=state.bad_steps + (~finite).astype(jnp.int32),
+            bad_streak=jnp.where(finite, 0, state.bad_streak + 1).astype(jnp.int32),
+        )
+        metrics = dict(loss=loss, lpips=lp, grad_norm=grad_norm, lr=lr, finite=finite,
+                       mse_sum_t=mse_sum_t, count_t=count_t,
+                       bad_steps=new_state.bad_steps, bad_streak=new_state.bad_streak)
+        return new_state, metrics
+
+    step_fn.accum_steps = n_acc
+    step_fn.tx = tx
+    return step_fn
+
+
+def jit_train_step(step_fn, state_shardings, frozen_shardings, mesh, *, donate: bool = True):
+    """jax.jit with explicit in/out shardings; the state is donated."""
+    rep = shd.replicated(mesh)
+    return jax.jit(step_fn,
+                   in_shardings=(state_shardings, frozen_shardings, shd.batch_sharding(mesh, 1)),
+                   out_shardings=(state_shardings, rep),
+                   donate_argnums=(0,) if donate else ())
+
+
+class Trainer:
+    """Networks + mesh + jitted step: `trainer.train_step(state, batch)` is the pure step with
+    the frozen networks bound; `init_state()` builds the sharded initial state."""
+
+    def __init__(self, cfg, mesh, nets=None, *, accum_steps: int | None = None, donate: bool = True):
+        from resshift_jax.train.models import build_models
+        check_train_sizes(cfg)
+        self.cfg, self.mesh = cfg, mesh
+        self.nets = nets if nets is not None else build_models(cfg)
+        self.step_fn = make_step_fn(cfg, self.nets, mesh, accum_steps=accum_steps)
+        self.tx = self.step_fn.tx
+        self.accum_steps = self.step_fn.accum_steps
+        min_size = int(cfg.sharding.get("min_fsdp_size", 2 ** 14))
+        params_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), self.nets.unet_params)
+        self.abstract_state = state_lib.abstract_train_state(params_abs, self.tx)
+        self.state_shardings = state_lib.state_shardings(self.abstract_state, mesh, min_size)
+        self.frozen_shardings = jax.tree.map(lambda _: shd.replicated(mesh), self.nets.frozen)
+        self._jitted = jit_train_step(self.step_fn, self.state_shardings, self.frozen_shardings, mesh,
+                                      donate=donate)
+        self._frozen = None
+
+    @property
+    def frozen(self):
+        if self._frozen is None:
+            self._frozen = jax.device_put(jax.tree.map(np.asarray, self.nets.frozen), self.frozen_shardings)
+        return self._frozen
+
+    def init_state(self, seed: int | None = None) -> state_lib.TrainState:
+        seed = int(self.cfg.train.seed if seed is None else seed)
+        init = jax.jit(lambda p: state_lib.create_train_state(p, self.tx, seed),
+                       out_shardings=self.state_shardings)
+        return init(jax.tree.map(np.asarray, self.nets.unet_params))  # host values: same on every process
+
+    def train_step(self, state, batch):
+        return self._jitted(state, self.frozen, batch)
+
+    def lower(self, batch_abstract):
+        abs_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                 self.abstract_state, self.state_shardings)
+        abs_frozen = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                  self.nets.frozen, self.frozen_shardings)
+        return self._jitted.lower(abs_state, abs_frozen, batch_abstract)
