@@ -1,5 +1,5 @@
 """Orbax checkpoints of a training run: train state (params, opt state, EMA, step, rng), the data
-iterator's state and the config (JSON), every `save_freq` steps, keeping the last N, async.
+iterator's state and the config (JSON), and the training-pair pool (a pytree, when there is one), every `save_freq` steps, keeping the last N, async.
 
 Restoring goes through abstract `jax.ShapeDtypeStruct`s that carry the *target* shardings, so a
 checkpoint written on one mesh / device count restores onto any other.
@@ -33,7 +33,7 @@ class Checkpointer:
             save_interval_steps=int(save_interval_steps), max_to_keep=max_to_keep,
             enable_async_checkpointing=async_save, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
-                                             item_names=("state", "data", "config"))
+                                             item_names=("state", "data", "config", "pool"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -42,17 +42,19 @@ class Checkpointer:
         return list(self.manager.all_steps())
 
     def save(self, step: int, state, *, data_state: dict | None = None, config=None,
-             force: bool = False) -> bool:
+             pool=None, force: bool = False) -> bool:
         """Save if `step` is on the interval (or `force`); returns whether a save started."""
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_to_jsonable(data_state or {})),
-            config=ocp.args.JsonSave(_to_jsonable(config or {})),
-        )
-        return self.manager.save(int(step), args=args, force=force)
+        items = dict(state=ocp.args.StandardSave(state),
+                     data=ocp.args.JsonSave(_to_jsonable(data_state or {})),
+                     config=ocp.args.JsonSave(_to_jsonable(config or {})))
+        if pool is not None:
+            items["pool"] = ocp.args.StandardSave(pool)
+        return self.manager.save(int(step), args=ocp.args.Composite(**items), force=force)
 
-    def restore(self, abstract_state, shardings=None, step: int | None = None):
-        """-> (state, data_state dict, config dict) at `step` (default: latest).
+    def restore(self, abstract_state, shardings=None, step: int | None = None, *,
+                abstract_pool=None, pool_shardings=None):
+        """-> (state, data_state dict, config dict) at `step` (default: latest); with
+        `abstract_pool` (and its shardings) -> (state, data_state, config, pool or None).
 
         `abstract_state`: pytree of ShapeDtypeStructs (or arrays); `shardings`: matching tree of
         target shardings (default: those carried by `abstract_state`)."""
@@ -65,12 +67,17 @@ class Checkpointer:
         else:
             target = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=getattr(a, "sharding", None)),
                                   abstract_state)
-        out = self.manager.restore(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
-            data=ocp.args.JsonRestore(),
-            config=ocp.args.JsonRestore(),
-        ))
-        return out["state"], dict(out["data"] or {}), dict(out["config"] or {})
+        items = dict(state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore(),
+                     config=ocp.args.JsonRestore())
+        has_pool = abstract_pool is not None and (self.directory / str(int(step)) / "pool").exists()
+        if has_pool:
+            items["pool"] = ocp.args.StandardRestore(jax.tree.map(
+                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_pool, pool_shardings))
+        out = self.manager.restore(int(step), args=ocp.args.Composite(**items))
+        res = out["state"], dict(out["data"] or {}), dict(out["config"] or {})
+        if abstract_pool is None:
+            return res
+        return (*res, out["pool"] if has_pool else None)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -115,6 +115,23 @@ class SRPipeline:
         return self._fns[key]
 
     # ------------------------------------------------------------------ public API
+    def set_weights(self, unet_state=None, vq_state=None) -> None:
+        """Swap in new UNet and/or VQGAN weights (an `nnx.State` or a module of the same
+        structure, e.g. EMA params during training); the compiled programs are reused."""
+        new = []
+        for name, given, old in (("unet", unet_state, self._states[0]), ("vqgan", vq_state, self._states[1])):
+            if given is None:
+                new.append(old)
+                continue
+            st = nnx.state(given) if isinstance(given, nnx.Module) else given
+            if jax.tree.structure(st) != jax.tree.structure(old):
+                raise ValueError(f"set_weights: the {name} state has a different structure than the pipeline's")
+            for a, b in zip(jax.tree.leaves(st), jax.tree.leaves(old)):
+                if a.shape != b.shape:
+                    raise ValueError(f"set_weights: {name} leaf shape {a.shape} != {b.shape}")
+            new.append(st)
+        self._states = jax.device_put(tuple(new), NamedSharding(self.mesh, P()))
+
     def latent_shape(self, lq_shape) -> tuple:
         """(B, H, W, C) of the latent for an LR batch shape (after padding)."""
         b, h, w, _ = lq_shape

@@ -16,7 +16,6 @@ validation image (image i uses fold_in(key(eval_seed), i)).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import io
@@ -115,31 +114,10 @@ def enable_compile_cache(path) -> pathlib.Path:
 
 
 # ----------------------------------------------------------------------------- training
-@contextlib.contextmanager
-def fixed_data_order(data_seed: int):
-    """Make the trainer's loader draw its images/crops/flips from `data_seed` instead of
-    `train.seed` (the trainer has a single seed; see the report), so every run sees the same data."""
-    from resshift_jax.train import loop
-    original = loop.make_loader
-
-    def make_loader(cfg, mesh):
-        c = copy.deepcopy(cfg)
-        with c.unlocked():
-            c.train.seed = int(data_seed)
-        return original(c, mesh)
-
-    loop.make_loader = make_loader
-    try:
-        yield
-    finally:
-        loop.make_loader = original
-
-
 def train_run(rc, run_dir: pathlib.Path) -> None:
     """Train (or resume) one run through the project trainer."""
     from resshift_jax.train.loop import train
-    with fixed_data_order(int(rc.train.data_seed)):
-        train(rc, run_dir, progress=False, validate=False)
+    train(rc, run_dir, progress=False, validate=False)  # rc.train.data_seed fixes the data order
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -147,7 +125,7 @@ def load_val_pairs(rc, crop: int = 0) -> tuple[list[str], list[np.ndarray], list
     """(names, lq, gt) of `data.val` (lq dir + gt dir with the same names), float32 [0, 1]; with
     `crop` > 0 the centred crop x crop of each LQ image and the matching sf·crop GT region."""
     from resshift_jax.imageio import list_images, read_image
-    from resshift_jax.train.folder_data import resolve_dir
+    from resshift_jax.train.input import resolve_dir
     v = rc.data.val
     lq_files, _ = list_images(resolve_dir(v.dir_path))
     lq_files = sorted(lq_files, key=lambda f: f.name)

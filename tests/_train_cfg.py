@@ -16,6 +16,7 @@ def get_config():
     m.swin_depth = 1
     cfg.data.train.gt_size = 64
     cfg.degradation.gt_size = 64
+    cfg.degradation.queue_size = 16  # the training-pair pool fills in 2 steps, then swaps
     cfg.data.val.length = 2
     cfg.inference.padding_offset = 16
     t = cfg.train

@@ -62,3 +62,21 @@ def test_ema_export_official_layout(tmp_path, nets):
     ema = jax.tree.map(np.asarray, state.ema_params)
     np.testing.assert_array_equal(got["input_blocks.0.0.weight"],
                                   ema["input_blocks"][0][0]["kernel"].transpose(3, 2, 0, 1))
+
+
+def test_validation_swaps_ema_weights(tmp_path, nets):
+    """The trainer's validation: EMA params into SRPipeline (set_weights, no recompile), PSNR-Y, PNG grid."""
+    from resshift_jax.train.loop import Validator
+    cfg = get_config()
+    cfg.data.val.length = 1
+    tr = Trainer(cfg, shd.make_mesh((8, 1)), nets)
+    val = Validator(tr, cfg)
+    state = tr.init_state()
+    rec = val(state, 1, tmp_path / "images")
+    assert rec["val_images"] == 1 and np.isfinite(rec["val_psnr_y"]) and rec["val_psnr_y"] > 0
+    assert (tmp_path / "images" / "val_0000001.png").is_file()
+    n_programs = len(val.pipe._fns)
+    rec2 = val(_perturbed(state, 1), 2)
+    assert len(val.pipe._fns) == n_programs and rec2["val_psnr_y"] != rec["val_psnr_y"]
+    with pytest.raises(ValueError, match="structure"):
+        val.pipe.set_weights(vq_state=nets.unet_params)

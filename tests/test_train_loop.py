@@ -54,6 +54,8 @@ def reference(tmp_path_factory, cache):
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     steps, losses = _losses(wd)
     assert steps == list(range(1, ITERS + 1))
+    assert losses[-1] < 0.9 * losses[0], f"the loss does not fall: {losses}"  # 30%: bench_train.py --loss_drop
+    assert (wd / "checkpoints" / "2" / "pool").is_dir()  # training-pair pool checkpointed (swapping from step 3)
     assert (wd / "ema" / f"ema_model_{ITERS}.safetensors").is_file()
     assert any((wd / "tb").iterdir())  # TensorBoard event file
     return losses

@@ -18,7 +18,7 @@ from flax import nnx
 
 from resshift_jax import sharding as shd
 from resshift_jax.checkpoint import Checkpointer
-from resshift_jax.train.folder_data import FolderHRLoader
+from resshift_jax.train.input import TrainInput, resolve_dir
 from resshift_jax.train.step import Trainer
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,9 @@ class MetricsWriter:
 
 
 # ------------------------------------------------------------------------------ data
-def make_loader(cfg, mesh):
-    """This process's share of each global batch (rows of the batch-sharded array)."""
-    gb = int(cfg.train.batch[0])
-    rows = shd.local_batch_slice(mesh, gb)
-    d = cfg.data.train
-    return FolderHRLoader(d.dir_paths, d.gt_size, gb, int(cfg.train.seed), rows=rows,
-                          hflip=bool(d.get("use_hflip", True)), exts=d.get("im_exts", None))
+def make_loader(cfg, mesh) -> TrainInput:
+    """The grain pipeline (this process's rows of each global batch) + device degradation."""
+    return TrainInput(cfg, mesh)
 
 
 # ------------------------------------------------------------------------------ EMA
@@ -113,7 +109,6 @@ class Validator:
 
     def __init__(self, trainer: Trainer, cfg):
         from resshift_jax.imageio import list_images, read_image
-        from resshift_jax.train.folder_data import resolve_dir
         v = cfg.data.val
         lq_files, _ = list_images(resolve_dir(v.dir_path))
         n = int(v.get("length", -1))
@@ -133,7 +128,7 @@ class Validator:
         if self.pipe is None:
             self.pipe = SRPipeline(unet, vq, self.cfg, mesh=self.trainer.mesh)
         else:  # same program, new weights (no recompilation)
-            self.pipe._states = jax.device_put((nnx.state(unet), nnx.state(vq)), shd.replicated(self.trainer.mesh))
+            self.pipe.set_weights(unet_state=nnx.state(unet))
         return self.pipe
 
     def __call__(self, state, step: int, image_dir: pathlib.Path | None = None) -> dict:
@@ -183,8 +178,12 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
                         max_to_keep=int(tc.get("keep_checkpoints", 3)) or None, async_save=True)
     loader = make_loader(cfg, mesh)
     if ckpt.latest_step() is not None:
-        state, data_state, _ = ckpt.restore(trainer.abstract_state, trainer.state_shardings)
-        loader.set_state(data_state)
+        state, data_state, _, pool = ckpt.restore(trainer.abstract_state, trainer.state_shardings,
+                                                  abstract_pool=loader.abstract_pool,
+                                                  pool_shardings=loader.pool_shardings)
+        if loader.abstract_pool is not None and pool is None:
+            raise ValueError(f"checkpoint {ckpt.directory}/{ckpt.latest_step()} has no training-pair pool")
+        loader.set_state(data_state, pool)
         log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     else:
         state = trainer.init_state()
@@ -205,8 +204,8 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
     acc = None
     n_acc_steps, n_timed, t_last, compile_s, record = 0, 0, time.perf_counter(), None, {}
     for step in range(start, end):
-        batch = shd.global_batch_from_local(mesh, next(loader), gb)
         t0 = time.perf_counter()
+        batch, n_nan = loader.next_batch(step)
         state, m = trainer.train_step(state, batch)
         timed = True
         if compile_s is None:  # first call: compile + one step, kept out of the step timing
@@ -214,6 +213,8 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
             compile_s = time.perf_counter() - t0
             t_last, timed = time.perf_counter(), False
         keys = ("loss", "lpips", "grad_norm", "mse_sum_t", "count_t")
+        m = {**m, "n_nan": n_nan}
+        keys += ("n_nan",)
         acc = {k: m[k] for k in keys} if acc is None else {k: acc[k] + m[k] for k in keys}
         n_acc_steps += 1
         n_timed += int(timed)
@@ -228,7 +229,8 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
                       "loss_t": loss_t, "lr": float(mh["lr"]),
                       "grad_norm": float(h["grad_norm"] / n_acc_steps),
                       "samples_per_s": gb / dt if dt else None, "step_time": dt,
-                      "bad_steps": int(mh["bad_steps"])}
+                      "bad_steps": int(mh["bad_steps"]), "nan_samples": int(h["n_nan"]),
+                      "corrupt_records": int(loader.n_corrupt)}
             if float(tc.loss_coef[1] if len(tc.loss_coef) > 1 else 0) > 0:
                 record["lpips"] = float(h["lpips"] / n_acc_steps)
             if done == log_every or (start and done - start <= log_every):
@@ -246,7 +248,7 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
         if bar is not None:
             bar.update(1)
         if done % int(tc.save_freq) == 0:
-            ckpt.save(done, state, data_state=loader.get_state(), config=cfg)
+            ckpt.save(done, state, data_state=loader.get_state(), config=cfg, pool=loader.pool)
         if validate and val_every and done % val_every == 0 and "val" in cfg.data:
             if jax.process_count() > 1:
                 log.warning("validation runs in single-process training only; skipped")
@@ -257,7 +259,7 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
                 export_ema(trainer, state, workdir / "ema" / f"ema_model_{done}.safetensors")
             t_last = time.perf_counter()
     if end > start and ckpt.latest_step() != end:
-        ckpt.save(end, state, data_state=loader.get_state(), config=cfg, force=True)
+        ckpt.save(end, state, data_state=loader.get_state(), config=cfg, pool=loader.pool, force=True)
     if end > start and end == int(tc.iterations):
         export_ema(trainer, state, workdir / "ema" / f"ema_model_{end}.safetensors")
     ckpt.close()
