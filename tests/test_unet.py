@@ -78,8 +78,12 @@ def io(fixtures_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny(weights):
-    return build_tiny(weights)
+def tiny(fixtures_dir, weights):
+    """The tiny UNet as users get it: the official-format .pth through our torch-free loader."""
+    from resshift_jax import load_unet
+    model = load_unet(fixtures_dir / "unet_tiny.pth", "tiny")
+    np.testing.assert_array_equal(module_state_dict(model)["out.2.weight"], weights["out.2.weight"])
+    return model
 
 
 @pytest.fixture(scope="module")
