@@ -98,6 +98,10 @@ class TrainInput:
 
     def __init__(self, cfg, mesh, *, use_pool: bool | None = None):
         self.cfg, self.mesh = cfg, mesh
+        gt_data, gt_deg = int(cfg.data.train.gt_size), int(cfg.degradation.get("gt_size", cfg.data.train.gt_size))
+        if gt_data != gt_deg:
+            raise ValueError(f"data.train.gt_size={gt_data} but degradation.gt_size={gt_deg}: the device "
+                             "degradation works on the HR crops the loader makes; set both to the same size")
         self.gb = int(cfg.train.batch[0])
         # data order, crops, flips and degradations; defaults to train.seed (studies pin it apart)
         self.seed = int(cfg.train.get("data_seed", cfg.train.seed))
