@@ -22,34 +22,18 @@ def scheme(label, weighting, t_sampling="uniform", **kwargs):
 
 
 def get_config():
-    cfg = load_config("tiny")
-    m = cfg.model
-    m.image_size = 16
-    m.lq_size = 16
-    m.channel_mult = (1, 2)
-    m.num_res_blocks = (1, 1)
-    m.attention_resolutions = (16, 8)
-    m.swin_depth = 1
+    cfg = load_config("micro")
     cfg.autoencoder.ckpt_path = "../shared/fixtures/resshift/vq_tiny.pth"
     cfg.data.train.dir_paths = ("../shared/data/train_hr",)
-    cfg.data.train.gt_size = 64
-    cfg.degradation.gt_size = 64
     cfg.data.val.dir_path = "../shared/data/Val_SR/lq"
     cfg.data.val.extra_dir_path = "../shared/data/Val_SR/gt"
     cfg.data.val.length = 8  # first 8 pairs (sorted names); -1 = all 32
-    cfg.inference.padding_offset = 16
     t = cfg.train
     t.batch = (8, 4)  # [train, val]
-    t.microbatch = 8
-    t.iterations = 200
-    t.warmup_iterations = 10
-    t.lr = 1e-3
-    t.lr_min = 1e-4
     t.ema_rate = 0.99  # short runs: a 0.999 EMA would barely leave the initial weights
     t.save_freq = 50  # checkpoints let a killed run resume
     t.keep_checkpoints = 1
     t.val_freq = 0  # the study evaluates once, after training
-    t.log_freq = (1, 100, 1)  # loss per t at every step (metrics.jsonl)
 
     s = ml_collections.ConfigDict()
     s.schemes = [

@@ -14,7 +14,7 @@ import pathlib
 import ml_collections
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny")
+CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro")
 
 
 def unet_config() -> ml_collections.ConfigDict:

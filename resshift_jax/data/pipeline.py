@@ -197,6 +197,12 @@ def build_dataset(cfg, *, batch_size: int, seed: int = 0, source=None, shard_opt
     ds = ds.map(LoadExample(source, local, train, spec, seed))
     # batch before the workers split the stream: batch composition does not depend on them
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return to_iter_dataset(ds, train, num_workers)
+
+
+def to_iter_dataset(ds, train, num_workers: int | None = None):
+    """Batched MapDataset -> iterator dataset, with `data.train.num_workers` grain worker
+    processes (0: in-process) unless `num_workers` overrides it."""
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     workers = int(train.get("num_workers", 0)) if num_workers is None else num_workers
     if workers > 0:

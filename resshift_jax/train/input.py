@@ -84,12 +84,7 @@ def build_row_dataset(cfg, global_batch: int, rows: slice, seed: int, *, num_wor
     lb = rows.stop - rows.start
     ds = grain.MapDataset.range(2 ** 62).map(_StreamIndex(global_batch, rows.start, lb)).map(_Lookup(stream))
     ds = ds.map(dpipe.LoadExample(source, np.arange(n), train, DegradationSpec.from_config(cfg), seed))
-    ds = ds.batch(lb, drop_remainder=True)
-    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-    workers = int(train.get("num_workers", 0)) if num_workers is None else num_workers
-    if workers > 0:
-        ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
-    return ds
+    return dpipe.to_iter_dataset(ds.batch(lb, drop_remainder=True), train, num_workers)
 
 
 class TrainInput:
