@@ -136,7 +136,7 @@ def test_data_order_is_the_data_seed_not_the_run_seed():
     from resshift_jax import sharding as shd
     from resshift_jax.train.input import TrainInput
     c = cfg()
-    c.data.train.gt_size = 32
+    c.data.train.gt_size = c.degradation.gt_size = 32
     spec = study.scheme_specs(c)[0]
     r0, r1 = study.run_config(c, spec, 0), study.run_config(c, spec, 1)
     assert r0.train.seed != r1.train.seed and r0.train.data_seed == r1.train.data_seed
