@@ -1,7 +1,6 @@
 """Device degradation: resize modes vs torch's formulas, noise, and the full device data step
 (degradation + USM + NaN replacement + pair pool): shapes, range, determinism."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,6 @@ The final resize always lands on (H/sf, W/sf), so the output shape is fixed.
 
 from __future__ import annotations
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -101,11 +100,6 @@ def realesrgan_degrade(hr: jax.Array, params: dict, key: jax.Array | None = None
 
     lq = ops.quantize_8bit(out)
     return lq * 2 - 1, gt * 2 - 1
-
-
-@functools.partial(jax.jit, static_argnames=("spec", "conv_method"))
-def realesrgan_degrade_jit(hr, params, key=None, spec: DegradationSpec = DegradationSpec(), conv_method=None):
-    return realesrgan_degrade(hr, params, key, spec=spec, conv_method=conv_method)
 
 
 def bicubic_degrade(hr: jax.Array, scale: float = 0.25) -> tuple[jax.Array, jax.Array]:

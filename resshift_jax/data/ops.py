@@ -218,11 +218,6 @@ def add_gaussian_noise(x, hw, keys, sigma, gray, u=None):
     return mask_valid(jnp.clip(x + color * (1 - g) + gplane * g, 0, 1), hw)
 
 
-def split2(keys):
-    ks = jax.vmap(lambda k: jax.random.split(k, 2))(keys)
-    return ks[:, 0], ks[:, 1]
-
-
 _POISSON_K = 512  # counts 0..511: P(X > 511) < 1e-40 for the largest rate, 256
 
 
@@ -253,11 +248,6 @@ def _poisson_from_u(u, codes, levels):
     n_steps = int(np.ceil(np.log2(_POISSON_K)))
     lo, _ = jax.lax.fori_loop(0, n_steps, step, (jnp.zeros_like(codes), jnp.full_like(codes, _POISSON_K - 1)))
     return lo.reshape(codes.shape).astype(jnp.float32)
-
-
-def _poisson(keys, codes, levels):
-    """Poisson samples (codes (B, H, W, C)) from each example's key."""
-    return _poisson_from_u(noise_uniforms(keys, codes.shape[1:3], codes.shape[3]), codes, levels)
 
 
 def add_poisson_noise(x, hw, keys, scale, gray, u=None):
