@@ -6,7 +6,9 @@ with random full-size weights (no checkpoint needed). One JSON line per configur
     python bench/bench_infer.py --versions v1,v3 --batches 1,16,64 --sizes 64,128 --dtypes fp32,bf16
 
 Fields: first_call_s (trace + compile + one run), compile_s (first_call_s − steady run),
-ms_per_batch (median of --iters steady runs), ms_per_image, images_per_s, peak_bytes
+ms_per_batch (median of --iters steady runs), ms_per_image, images_per_s, cpu_s_per_batch (this
+process's CPU seconds per steady run: on a shared machine it moves less than the wall time),
+load_avg_1m, peak_bytes
 (device.memory_stats()['peak_bytes_in_use'] where the backend reports it; with --isolate every
 configuration runs in its own process so the peak is its own, otherwise the peak so far).
 Imports only jax/flax/numpy/ml_collections-free modules of the package at run time except the
@@ -111,20 +113,25 @@ def bench_case(case: dict, models_cache: dict, iters: int) -> dict:
     lq = np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
     key = jax.random.key(0)
 
+    cpu_runs = []
+
     def once():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(pipe(lq, key=key))
+        cpu_runs.append(time.process_time() - c)
         return time.perf_counter() - t
 
     first = once()
     runs = [once() for _ in range(iters)]
     steady = statistics.median(runs)
+    cpu_steady = statistics.median(cpu_runs[1:])
     return dict(bench="infer", version=version, steps=STEPS[version], batch=batch, lr=size, hr=size * pipe.sf,
                 dtype=dt, config=cfg.get("name") or case.get("config"), device=jax.devices()[0].device_kind,
                 platform=jax.devices()[0].platform, n_devices=jax.device_count(),
                 init_s=round(init_s, 3), first_call_s=round(first, 3), compile_s=round(first - steady, 3),
                 ms_per_batch=round(steady * 1e3, 2), ms_per_batch_min=round(min(runs) * 1e3, 2),
                 ms_per_image=round(steady * 1e3 / batch, 3), images_per_s=round(batch / steady, 2),
+                cpu_s_per_batch=round(cpu_steady, 2), load_avg_1m=round(os.getloadavg()[0], 2),
                 iters=iters, peak_bytes=peak_bytes(), jax=jax.__version__)
 
 

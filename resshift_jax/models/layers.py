@@ -81,6 +81,40 @@ class Conv2d(nnx.Module):
             preferred_element_type=jnp.float32 if self.dtype == jnp.float32 else None)
         return (y + self.bias[...].astype(y.dtype)).astype(self.dtype)
 
+    def upsample2x(self, x):
+        """self(upsample_nearest2x(x)) for this 3x3 / stride 1 / padding 1 conv, computed at the
+        input resolution: output pixel (2i+a, 2j+b) reads only input rows i-1+a..i+a and columns
+        j-1+b..j+b, with the 3x3 taps summed onto those 2x2 (`subpixel_kernels`). One 2x2 conv
+        with 4x the output channels gives all four phases: 16 instead of 36 multiply-adds per
+        input pixel and channel pair, and the 4x larger upsampled input never exists."""
+        if self.kernel.shape[:2] != (3, 3) or self.stride != 1 or self.padding != ((1, 1), (1, 1)):
+            raise ValueError("upsample2x needs a 3x3 conv with stride 1 and padding 1")
+        b, h, w, _ = x.shape
+        o = self.kernel.shape[-1]
+        k = subpixel_kernels(self.kernel[...]).astype(self.dtype)  # (2, 2, I, 4*O), phases (a, b)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), k, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            preferred_element_type=jnp.float32 if self.dtype == jnp.float32 else None)  # (b, h+1, w+1, 4*o)
+        y = y.reshape(b, h + 1, w + 1, 2, 2, o)
+        # phase (a, c) of output (i, j) sits at window position (i + a, j + c)
+        rows = [jnp.stack([y[:, a:a + h, c:c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
+        y = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, o)  # (b, h, 2, w, 2, o) interleaved
+        return (y + self.bias[...].astype(y.dtype)).astype(self.dtype)
+
+
+def subpixel_kernels(kernel):
+    """(3, 3, I, O) -> (2, 2, I, 4*O): for output phase a (row parity) the 3 row taps fall on 2
+    input rows: a=0 -> (w0, w1+w2), a=1 -> (w0+w1, w2); the same for columns with phase c.
+    Output channels are ordered (a, c, o)."""
+    def fold(k, axis):  # -> new leading phase axis (2, ...) with the tap axis reduced to 2
+        k0, k1, k2 = (jnp.take(k, i, axis=axis) for i in range(3))
+        return jnp.stack([jnp.stack([k0, k1 + k2], axis=axis), jnp.stack([k0 + k1, k2], axis=axis)])
+    kr = fold(kernel.astype(jnp.float32), 0)        # (2a, 2, 3, I, O)
+    kc = fold(kr, 2)                                 # (2c, 2a, 2, 2, I, O)
+    kc = jnp.transpose(kc, (2, 3, 4, 1, 0, 5))       # (2, 2, I, a, c, O)
+    return kc.reshape(*kc.shape[:3], -1)
+
 
 class Linear(nnx.Module):
     """torch.nn.Linear with `kernel` (in,out), computed in `dtype`."""

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resshift_jax.models.layers import Conv2d, GroupNorm, Linear, upsample_nearest2x
+from resshift_jax.models.layers import Conv2d, GroupNorm, Linear
 from resshift_jax.models.swin import BasicLayer
 
 
@@ -80,7 +80,7 @@ class Upsample(nnx.Module):
         self.conv = Conv2d(channels, out_channels or channels, 3, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return self.conv(upsample_nearest2x(x))
+        return self.conv.upsample2x(x)
 
 
 def _run_sequential(layers, h, emb):

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resshift_jax.models.layers import Conv2d, GroupNorm, upsample_nearest2x
+from resshift_jax.models.layers import Conv2d, GroupNorm
 
 ATTN_CHUNK_THRESHOLD = 8192  # tokens; dense scores above this would be >= 256 MiB per image
 ATTN_IMPLS = ("auto", "dense", "chunked")
@@ -152,7 +152,7 @@ class Upsample(nnx.Module):
         self.conv = Conv2d(c, c, 3, dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return self.conv(upsample_nearest2x(x))
+        return self.conv.upsample2x(x)
 
 
 class Level(nnx.Module):
