@@ -2,11 +2,12 @@
 pairs/s through the jitted device degradation; compile time reported apart. JSON lines.
 
     python bench/bench_data.py [--data DIR] [--batch 8] [--seconds 20] [--workers 2]
-                               [--formats png,jpeg] [--no_cv2] [--skip_device]
+                               [--formats png,jpeg] [--no_cv2] [--no_imagecodecs] [--skip_device]
 
 With 0 workers `crops_per_cpu_s` counts crops per second of this process's CPU time, i.e. per
 core, and does not depend on other load on the machine. `jpeg` re-encodes the same images as
-JPEG (quality 95) in a temporary folder first.
+JPEG (quality 95) in a temporary folder first. `opencv` / `imagecodecs` say which optional
+decoders were used (imagecodecs: plain RGB PNGs only, see sources.decode_image).
 """
 
 import argparse
@@ -91,6 +92,7 @@ def main():
     ap.add_argument("--skip_device", action="store_true")
     ap.add_argument("--formats", default="png,jpeg", help="png = the files as they are; jpeg = re-encoded")
     ap.add_argument("--no_cv2", action="store_true", help="Pillow decoding and NumPy area resize only")
+    ap.add_argument("--no_imagecodecs", action="store_true", help="no imagecodecs PNG decoding")
     a = ap.parse_args()
     import tempfile
 
@@ -100,13 +102,16 @@ def main():
     from resshift_jax.data import sources
     if a.no_cv2:
         sources._cv2 = None
+    if a.no_imagecodecs:
+        sources._imagecodecs = None
     cfg = load_config("realsr_v3")
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in a.formats.split(","):
             d = os.path.abspath(a.data) if fmt == "png" else as_jpeg(a.data, os.path.join(tmp, "jpeg"))
             cfg.data.train.dir_paths = (d,)
             for w in sorted({0, a.workers}):
-                r = dict(format=fmt, opencv=sources._cv2 is not None, **host_rate(cfg, a.batch, a.seconds, w))
+                r = dict(format=fmt, opencv=sources._cv2 is not None, imagecodecs=sources._imagecodecs is not None,
+                         **host_rate(cfg, a.batch, a.seconds, w))
                 print(json.dumps(r), flush=True)
     if not a.skip_device:
         print(json.dumps(device_rate(cfg, a.batch, a.seconds)), flush=True)

@@ -52,6 +52,33 @@ def test_sinc_kernels(z, P, name):
     np.testing.assert_allclose(k, z[name], rtol=1e-10, atol=0)
 
 
+def test_mahalanobis_closed_form_matches_inverse():
+    rng = np.random.default_rng(0)
+    for size in (3, 7, 21):
+        for _ in range(20):
+            sx, sy, th = rng.uniform(0.2, 3), rng.uniform(0.2, 3), rng.uniform(-np.pi, np.pi)
+            u = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+            inv = np.linalg.inv(u @ np.diag([sx ** 2, sy ** 2]) @ u.T)
+            g = kernels.mesh_grid(size)
+            want = np.sum(np.dot(g, inv) * g, 2)
+            np.testing.assert_allclose(kernels._mahalanobis(size, sx, sy, th, False), want, rtol=1e-12, atol=1e-12)
+            np.testing.assert_allclose(kernels._mahalanobis(size, sx, None, 0.0, True),
+                                       np.sum(g * g, 2) / sx ** 2, rtol=1e-12)
+
+
+def test_fast_draws_match_generator_choice():
+    """draw_choice / draw_odd_size give rng.choice's values and leave the stream where it does."""
+    probs = (0.45, 0.25, 0.12, 0.03, 0.12, 0.03)
+    for seed in range(300):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        p = np.asarray(probs) / np.sum(probs)
+        assert kernels.draw_choice(a, probs) == b.choice(len(probs), p=p)
+        assert kernels.draw_odd_size(a, 21) == b.choice(np.arange(3, 21, 2))
+        assert a.random() == b.random()
+    with pytest.raises(ValueError, match="non-negative"):
+        kernels.draw_choice(np.random.default_rng(0), (0.5, -0.1))
+
+
 @pytest.mark.parametrize("method", ["direct", "fft"])
 @pytest.mark.parametrize("which", ["shared", "per_image"])
 def test_filter2d(z, which, method):

@@ -47,6 +47,17 @@ def test_same_seed_same_batches(cfg, files):
     assert sorted(idx[ep == 0].tolist()) == list(range(10))
 
 
+def test_examples_do_not_depend_on_the_batch_size(cfg, files):
+    """Every example is a function of (seed, epoch, index): batches of 2 and of 4 (and a short
+    last batch) hold the same examples in the same order."""
+    opts = grain.sharding.ShardOptions(0, 1)
+    two, four = (list(build_dataset(cfg, batch_size=b, seed=2, source=sources.FileSource(files), num_epochs=1,
+                                    shard_options=opts, drop_remainder=False)) for b in (2, 4))
+    assert [len(b["index"]) for b in four] == [4, 4, 2]
+    cat = lambda bs: {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}  # noqa: E731
+    assert _same(cat(two), cat(four))
+
+
 def test_iterator_restore_continues_exactly(cfg, files):
     ds = build_dataset(cfg, batch_size=2, seed=3, source=sources.FileSource(files),
                        shard_options=grain.sharding.ShardOptions(0, 1))
@@ -116,6 +127,55 @@ def test_rescale_crop_and_area():
     assert rescale_crop(big, np.random.default_rng(1), 256).shape == (256, 256, 3)
     flat = np.full((10, 10, 3), 77, np.uint8)
     np.testing.assert_allclose(area_resize(flat, (7, 7)), 77, atol=1e-4)
+
+
+def test_rescale_crop_writes_into_a_batch_slot(files, monkeypatch):
+    """`out=` (a slot of a batch array) holds exactly what rescale_crop returns without it."""
+    a = sources.decode_image(files[0], open(files[0], "rb").read())
+    for use_cv2 in (True, False):
+        with monkeypatch.context() as m:
+            if not use_cv2:
+                m.setattr(sources, "_cv2", None)
+            for rescale in (True, False):
+                batch = np.full((2, 256, 256, 3), np.nan, np.float32)
+                got = rescale_crop(a, np.random.default_rng(5), 256, rescale, hflip=True, out=batch[1])
+                assert np.shares_memory(got, batch[1]) and np.isnan(batch[0]).all()
+                want = rescale_crop(a, np.random.default_rng(5), 256, rescale, hflip=True)
+                assert np.array_equal(batch[1], want)
+
+
+def _png(arr, mode=None, **kw):
+    """`arr` encoded as PNG by Pillow (converted to `mode` first when given)."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    im = Image.fromarray(arr)
+    (im.convert(mode) if mode else im).save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def test_imagecodecs_png_path_gives_opencv_pixels(files, monkeypatch):
+    """Plain RGB PNGs decoded by imagecodecs equal OpenCV's decoding; the PNGs it leaves to
+    OpenCV (gray, palette, alpha, tRNS, EXIF orientation) still decode as OpenCV does."""
+    pytest.importorskip("imagecodecs")
+    pytest.importorskip("cv2")
+    from PIL import Image
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90: OpenCV applies it
+    payloads = [open(f, "rb").read() for f in files] + [
+        _png(rgb[..., 0]), _png(np.dstack([rgb, rgb[..., :1]])), _png(rgb, transparency=(1, 2, 3)),
+        _png(rgb, exif=exif.tobytes()), _png(rgb, "P")]
+    for i, payload in enumerate(payloads):
+        got = sources.decode_image(f"png {i}", payload)
+        with monkeypatch.context() as m:
+            m.setattr(sources, "_imagecodecs", None)
+            want = sources.decode_image(f"png {i}", payload)
+        assert got.dtype == np.uint8 and np.array_equal(got, want), i
+    assert sources._decode_png_imagecodecs(payloads[0]) is not None  # the data set's PNGs take this path
+    assert sources._decode_png_imagecodecs(payloads[len(files) + 3]) is None  # eXIf: left to OpenCV
+    assert sources._decode_png_imagecodecs(payloads[0][:300]) is None  # truncated: left to the others
 
 
 def test_tfds_source_without_tensorflow(cfg, files, tmp_path):

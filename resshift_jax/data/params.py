@@ -91,7 +91,7 @@ class DegradationSpec:
 
 
 def _updown_scale(rng, probs, rng_range) -> float:
-    kind = int(rng.choice(3, p=np.asarray(probs) / np.sum(probs)))
+    kind = kernels.draw_choice(rng, probs)
     if kind == UP:
         return float(rng.uniform(1, rng_range[1]))
     if kind == DOWN:

@@ -4,17 +4,21 @@ Order of elements: the records of this host's shard (`ShardOptions`: records
 shard_index::shard_count, `ShardByJaxProcess` by default) are shuffled per epoch by
 (seed, epoch) and repeated. Element k of the stream is (epoch, record index); all of its
 randomness comes from `example_rng(seed, epoch, index)`, so the pair does not depend on the
-worker count or on where the iterator was restored. A record that cannot be decoded is
-logged and replaced by the next record of the epoch order; the replacement is counted in
-the batch field `n_corrupt`, which the training loop sums (workers cannot share a counter).
+worker count, the batch size or on where the iterator was restored. A record that cannot be
+decoded is logged and replaced by the next record of the epoch order; the replacement is
+counted in the batch field `n_corrupt`, which the training loop sums (workers cannot share a
+counter).
 
 Batches are dicts of NumPy arrays: `hr` (B, gt, gt, 3) float32 in [0, 1], `index`, `epoch`,
 `n_corrupt`, and every degradation parameter of params.py stacked on axis 0. On device,
 `make_device_fn(cfg)` turns a batch into (lq, gt) in [-1, 1]; `make_train_pairs_fn(cfg)` adds
 the reference's NaN replacement and training-pair pool (state: a checkpointable pytree).
 
-Host cost per crop is dominated by decoding (PNG ~4 ms, JPEG ~1.5 ms for 0.15 MP); OpenCV is
-used for decoding and INTER_AREA when installed (sources._cv2), else Pillow and NumPy.
+Host cost per crop is dominated by decoding (0.15 MP: PNG ~4 ms with OpenCV, ~2.7 ms with
+imagecodecs; JPEG ~1.5 ms), then INTER_AREA (~0.6 ms) and the parameter draws (~0.3 ms).
+OpenCV is used for decoding and INTER_AREA when installed (sources._cv2), else Pillow and
+NumPy; imagecodecs, when installed, decodes plain RGB PNGs (sources.decode_image). `LoadBatch`
+writes each example into its slot of the batch (no per-example copies to stack).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import grain
 import numpy as np
 
 from resshift_jax.data import sources
-from resshift_jax.data.params import DegradationSpec, draw_params, example_rng
+from resshift_jax.data.params import DegradationSpec, draw_params, example_rng, stack_params
 from resshift_jax.resize import bicubic_matrix
 
 log = logging.getLogger(__name__)
@@ -52,23 +56,29 @@ def _area_rows(x: np.ndarray, n_out: int) -> np.ndarray:
     return y
 
 
-def area_resize(img: np.ndarray, out_hw: tuple[int, int], use_cv2: bool = True) -> np.ndarray:
-    """cv2.INTER_AREA for shrinking on the float32 image (as the reference), float32 out.
+def area_resize(img: np.ndarray, out_hw: tuple[int, int], use_cv2: bool = True,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """cv2.INTER_AREA for shrinking on the float32 image (as the reference), float32 out
+    (written into `out` when given: a C-contiguous float32 (*out_hw, c) array).
     OpenCV when installed (use_cv2), else exact area weights in NumPy (equal to ~1e-5 of 255)."""
     if use_cv2 and sources._cv2 is not None:
-        return sources._cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (out_hw[1], out_hw[0]),
-                                   interpolation=sources._cv2.INTER_AREA)
+        src = np.ascontiguousarray(img, dtype=np.float32)
+        return sources._cv2.resize(src, (out_hw[1], out_hw[0]), dst=out, interpolation=sources._cv2.INTER_AREA)
     x = img if img.shape[0] == out_hw[0] else _area_rows(img, out_hw[0])
     if x.shape[1] != out_hw[1]:
         x = _area_rows(np.ascontiguousarray(x.transpose(1, 0, 2)), out_hw[1]).transpose(1, 0, 2)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    if out is None:
+        return np.ascontiguousarray(x, dtype=np.float32)
+    np.copyto(out, x)
+    return out
 
 
 def rescale_crop(img: np.ndarray, rng: np.random.Generator, gt_size: int, rescale_gt: bool = True,
-                 crop_pad_size: int = 300, hflip: bool = False) -> np.ndarray:
+                 crop_pad_size: int = 300, hflip: bool = False, out: np.ndarray | None = None) -> np.ndarray:
     """The reference's training crop: reflect-101 pad to >= S, random S x S crop, INTER_AREA to
     gt_size when S differs (S = max(min(h, w), gt_size) with rescale_gt). float32 [0, 1].
-    hflip: the image is flipped horizontally first (done on the crop: same pixels, cheaper)."""
+    hflip: the image is flipped horizontally first (done on the crop: same pixels, cheaper).
+    out: a C-contiguous float32 (gt_size, gt_size, 3) array to write into (a batch slot)."""
     h, w = img.shape[:2]
     s = max(min(h, w), gt_size) if rescale_gt else crop_pad_size
     if h < s or w < s:  # small image: flip, then pad as the reference
@@ -88,12 +98,13 @@ def rescale_crop(img: np.ndarray, rng: np.random.Generator, gt_size: int, rescal
         img = img[:gt_size, :gt_size]
     if hflip:  # flip the uint8 crop (resizing a freshly flipped float32 copy was ~4x slower)
         img = sources._cv2.flip(np.ascontiguousarray(img), 1) if sources._cv2 is not None else img[:, ::-1]
-    x = img.astype(np.float32)
+    if out is None:
+        out = np.empty((gt_size, gt_size, 3), np.float32)
     if rescale_gt and s != gt_size:
-        x = area_resize(x, (gt_size, gt_size))
-        np.divide(x, 255.0, out=x)
-        return np.minimum(x, 1, out=x)  # area weights sum to 1 +- ulp; all terms are >= 0
-    return np.ascontiguousarray(x) / 255.0
+        area_resize(img.astype(np.float32), (gt_size, gt_size), out=out)
+        np.divide(out, 255.0, out=out)
+        return np.minimum(out, 1, out=out)  # area weights sum to 1 +- ulp; all terms are >= 0
+    return np.divide(img, np.float32(255), out=out, dtype=np.float32)
 
 
 def bicubic_short_side(img: np.ndarray, size: int) -> np.ndarray:
@@ -111,8 +122,11 @@ def dihedral(img: np.ndarray, mode: int) -> np.ndarray:
     return np.ascontiguousarray(img[:, ::-1] if mode >= 4 else img)
 
 
-class LoadExample:
-    """(epoch, index, local position) -> one example dict; corrupt records replaced + counted."""
+class LoadBatch:
+    """A batch of elements (epochs, local positions) -> the batch dict of the module docstring.
+
+    Each example is written straight into its slot of the batch arrays (no per-example arrays
+    to stack); a corrupt record is replaced by the next readable one and counted."""
 
     def __init__(self, source, local_indices, cfg_train, spec: DegradationSpec, seed: int):
         self.source, self.local, self.spec, self.seed = source, np.asarray(local_indices), spec, int(seed)
@@ -127,36 +141,45 @@ class LoadExample:
         if sources._cv2 is not None:
             sources._cv2.setNumThreads(1)
 
-    def _hr(self, img, rng):
+    def _decode(self, pos: int) -> tuple[np.ndarray, int]:
+        """The image at local position `pos`, or of the first readable record after it, and the
+        number of records skipped."""
+        n = len(self.local)
+        for step in range(n):
+            name, payload = self.source[int(self.local[(pos + step) % n])]
+            try:
+                return sources.decode_image(name, payload), step
+            except ValueError as e:
+                log.warning("skipping corrupt record: %s", e)
+        raise RuntimeError(f"no readable image among the {n} records of this shard")
+
+    def _hr(self, img, rng, out):
         if self.kind == "bicubic":
             img = bicubic_short_side(img, self.gt_size)
             top = int(rng.integers(0, img.shape[0] - self.gt_size + 1))
             left = int(rng.integers(0, img.shape[1] - self.gt_size + 1))
             img = img[top:top + self.gt_size, left:left + self.gt_size] / 255.0
-            return np.clip(dihedral(img, int(rng.integers(8))), 0, 1).astype(np.float32)
+            out[...] = np.clip(dihedral(img, int(rng.integers(8))), 0, 1)
+            return
         flip = bool(self.use_hflip and rng.uniform() < 0.5)
-        return rescale_crop(img, rng, self.gt_size, self.rescale_gt, self.crop_pad_size, hflip=flip)
+        rescale_crop(img, rng, self.gt_size, self.rescale_gt, self.crop_pad_size, hflip=flip, out=out)
 
-    def __call__(self, elem):
-        epoch, pos = int(elem[0]), int(elem[1])
-        index = int(self.local[pos])
-        n_bad = 0
-        for step in range(len(self.local)):
-            rec = int(self.local[(pos + step) % len(self.local)])
-            name, payload = self.source[rec]
-            try:
-                img = sources.decode_image(name, payload)
-                break
-            except ValueError as e:
-                n_bad += 1
-                log.warning("skipping corrupt record: %s", e)
-        else:
-            raise RuntimeError(f"no readable image among the {len(self.local)} records of this shard")
-        rng = example_rng(self.seed, epoch, index)
-        out = dict(hr=self._hr(img, rng), index=np.int64(index), epoch=np.int32(epoch),
-                   n_corrupt=np.int32(n_bad))
-        if self.kind != "bicubic":
-            out.update(draw_params(rng, self.spec))
+    def __call__(self, elems):
+        epochs, positions = (np.asarray(a) for a in elems)
+        b, g = len(positions), self.gt_size
+        hr = np.empty((b, g, g, 3), np.float32)
+        index = self.local[positions].astype(np.int64)
+        n_bad = np.zeros(b, np.int32)
+        params = []
+        for i in range(b):
+            img, n_bad[i] = self._decode(int(positions[i]))
+            rng = example_rng(self.seed, int(epochs[i]), int(index[i]))
+            self._hr(img, rng, hr[i])
+            if self.kind != "bicubic":
+                params.append(draw_params(rng, self.spec))
+        out = dict(hr=hr, index=index, epoch=epochs.astype(np.int32), n_corrupt=n_bad)
+        if params:
+            out.update(stack_params(params))
         return out
 
 
@@ -194,9 +217,8 @@ def build_dataset(cfg, *, batch_size: int, seed: int = 0, source=None, shard_opt
     m = len(local)
     ds = grain.MapDataset.range(m).shuffle(seed=seed).repeat(num_epochs)
     ds = ds.map_with_index(lambda k, pos: (k // m, pos))
-    ds = ds.map(LoadExample(source, local, train, spec, seed))
     # batch before the workers split the stream: batch composition does not depend on them
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(LoadBatch(source, local, train, spec, seed))
     return to_iter_dataset(ds, train, num_workers)
 
 

@@ -83,8 +83,9 @@ def build_row_dataset(cfg, global_batch: int, rows: slice, seed: int, *, num_wor
     stream = grain.MapDataset.range(n).shuffle(seed=seed).repeat(None).map_with_index(_EpochPos(n))
     lb = rows.stop - rows.start
     ds = grain.MapDataset.range(2 ** 62).map(_StreamIndex(global_batch, rows.start, lb)).map(_Lookup(stream))
-    ds = ds.map(dpipe.LoadExample(source, np.arange(n), train, DegradationSpec.from_config(cfg), seed))
-    return dpipe.to_iter_dataset(ds.batch(lb, drop_remainder=True), train, num_workers)
+    ds = ds.batch(lb, drop_remainder=True).map(
+        dpipe.LoadBatch(source, np.arange(n), train, DegradationSpec.from_config(cfg), seed))
+    return dpipe.to_iter_dataset(ds, train, num_workers)
 
 
 class TrainInput:
