@@ -17,6 +17,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CFG = ROOT / "tests" / "_train_cfg.py"
 ITERS = 6
+ADAM_NOISE_RTOL = 5e-5  # see test_two_processes_match_one
 TIMEOUT = 600
 
 
@@ -36,9 +37,13 @@ def _cmd(workdir, *extra):
             "--novalidate", *extra]
 
 
-def _losses(workdir):
+def _records(workdir):
     recs = [json.loads(ln) for ln in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    recs = [r for r in recs if "loss" in r]
+    return [r for r in recs if "loss" in r]
+
+
+def _losses(workdir):
+    recs = _records(workdir)
     return [r["step"] for r in recs], np.array([r["loss"] for r in recs])
 
 
@@ -48,7 +53,7 @@ def cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache):
+def reference_run(tmp_path_factory, cache):
     wd = tmp_path_factory.mktemp("uninterrupted")
     subprocess.run(_cmd(wd), env=_env(cache), check=True, timeout=TIMEOUT, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -58,7 +63,12 @@ def reference(tmp_path_factory, cache):
     assert (wd / "checkpoints" / "2" / "pool").is_dir()  # training-pair pool checkpointed (swapping from step 3)
     assert (wd / "ema" / f"ema_model_{ITERS}.safetensors").is_file()
     assert any((wd / "tb").iterdir())  # TensorBoard event file
-    return losses
+    return wd
+
+
+@pytest.fixture(scope="module")
+def reference(reference_run):
+    return _losses(reference_run)[1]
 
 
 def test_kill_and_resume_is_exact(tmp_path, cache, reference):
@@ -85,7 +95,7 @@ def test_kill_and_resume_is_exact(tmp_path, cache, reference):
     np.testing.assert_array_equal(losses, reference)
 
 
-def test_two_processes_match_one(tmp_path, cache, reference):
+def test_two_processes_match_one(tmp_path, cache, reference, reference_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -105,4 +115,12 @@ def test_two_processes_match_one(tmp_path, cache, reference):
                 p.kill()
     steps, losses = _losses(wd)
     assert steps == list(range(1, ITERS + 1))
-    np.testing.assert_allclose(losses, reference, rtol=1e-5, atol=0)
+    # Step 1 (same data, same parameters; only the gradient all-reduce is split over processes):
+    # loss and gradient norm agree to float32 rounding.
+    first, ref_first = _records(wd)[0], _records(reference_run)[0]
+    np.testing.assert_allclose([first["loss"], first["grad_norm"]], [ref_first["loss"], ref_first["grad_norm"]],
+                               rtol=2e-6, atol=0)
+    # Later steps: a different all-reduce order changes gradients by ~1e-6 absolute, and Adam's
+    # first updates move every component by ~lr·sign(g), so components whose gradient is at that
+    # noise level move differently: measured 1e-5 to 2.1e-5 relative on the loss by step 2.
+    np.testing.assert_allclose(losses, reference, rtol=ADAM_NOISE_RTOL, atol=0)
