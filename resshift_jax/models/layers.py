@@ -45,13 +45,23 @@ class GroupNorm(nnx.Module):
 
     def __call__(self, x):
         dtype = x.dtype
-        b, h, w, c = x.shape
-        xg = x.astype(jnp.float32).reshape(b, h * w, self.num_groups, c // self.num_groups)
-        mean = jnp.mean(xg, axis=(1, 3), keepdims=True)
-        var = jnp.mean(jnp.square(xg - mean), axis=(1, 3), keepdims=True)
-        y = ((xg - mean) * jax.lax.rsqrt(var + self.eps)).reshape(b, h, w, c)
+        c = x.shape[-1]
+        xf = x.astype(jnp.float32)
+        # two passes (mean, then mean squared deviation), each reducing over the pixels per
+        # channel first (contiguous channels vectorise: ~1.6x faster on XLA:CPU than reducing
+        # (pixels, channels-in-group) at once), then over the channels of each group
+        mean = self._group_mean(jnp.mean(xf, axis=(1, 2)))[:, None, None, :]
+        d = xf - mean
+        var = self._group_mean(jnp.mean(jnp.square(d), axis=(1, 2)))[:, None, None, :]
+        y = d * jax.lax.rsqrt(var + self.eps)
         y = y * self.scale[...] + self.bias[...]
         return y.astype(dtype)
+
+    def _group_mean(self, per_channel):
+        """(b, c) per-channel means -> (b, c): each channel gets the mean of its group."""
+        b, c = per_channel.shape
+        g = per_channel.reshape(b, self.num_groups, c // self.num_groups).mean(-1)
+        return jnp.repeat(g, c // self.num_groups, axis=1)
 
 
 class Conv2d(nnx.Module):
@@ -74,11 +84,7 @@ class Conv2d(nnx.Module):
         self.bias = nnx.Param(init_uniform(rngs.params(), (out_ch,), -bound, bound))
 
     def __call__(self, x):
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), self.kernel[...].astype(self.dtype),
-            window_strides=(self.stride, self.stride), padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            preferred_element_type=jnp.float32 if self.dtype == jnp.float32 else None)
+        y = conv2d(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride, self.padding)
         return (y + self.bias[...].astype(y.dtype)).astype(self.dtype)
 
     def upsample2x(self, x):
@@ -92,15 +98,38 @@ class Conv2d(nnx.Module):
         b, h, w, _ = x.shape
         o = self.kernel.shape[-1]
         k = subpixel_kernels(self.kernel[...]).astype(self.dtype)  # (2, 2, I, 4*O), phases (a, b)
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), k, window_strides=(1, 1), padding=((1, 1), (1, 1)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            preferred_element_type=jnp.float32 if self.dtype == jnp.float32 else None)  # (b, h+1, w+1, 4*o)
+        y = conv2d(x.astype(self.dtype), k, 1, ((1, 1), (1, 1)))  # (b, h+1, w+1, 4*o)
         y = y.reshape(b, h + 1, w + 1, 2, 2, o)
         # phase (a, c) of output (i, j) sits at window position (i + a, j + c)
         rows = [jnp.stack([y[:, a:a + h, c:c + w, a, c] for c in (0, 1)], axis=3) for a in (0, 1)]
         y = jnp.stack(rows, axis=2).reshape(b, 2 * h, 2 * w, o)  # (b, h, 2, w, 2, o) interleaved
         return (y + self.bias[...].astype(y.dtype)).astype(self.dtype)
+
+
+# XLA:CPU (YNNPACK) runs a 3x3 conv on a small map with many channels 2-3x slower than the same
+# product written as one matmul over the k*k shifted copies (im2col): 8x8, 1280 -> 640 channels
+# takes 48 ms as a conv and 17 ms as a matmul; from 32x32 up the conv is as fast or faster.
+IM2COL_MAX_PIXELS = 256
+
+
+def conv2d(x, kernel, stride: int, padding):
+    """NHWC x HWIO convolution with explicit ((top, bottom), (left, right)) padding; float32
+    accumulation for float32 inputs. On the CPU, stride-1 convs with at most IM2COL_MAX_PIXELS
+    input pixels and a kernel larger than 1x1 run as one matmul (same products and sums)."""
+    f32 = jnp.float32 if x.dtype == jnp.float32 else None
+    kh, kw = kernel.shape[:2]
+    if (stride == 1 and kh * kw > 1 and x.shape[1] * x.shape[2] <= IM2COL_MAX_PIXELS
+            and jax.default_backend() == "cpu"):
+        b, c = x.shape[0], x.shape[3]
+        xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+        ho, wo = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+        cols = jnp.concatenate([xp[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=-1)
+        y = jnp.dot(cols.reshape(b * ho * wo, kh * kw * c), kernel.reshape(kh * kw * c, -1),
+                    preferred_element_type=f32)
+        return y.reshape(b, ho, wo, -1)
+    return jax.lax.conv_general_dilated(x, kernel, window_strides=(stride, stride), padding=padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        preferred_element_type=f32)
 
 
 def subpixel_kernels(kernel):
