@@ -97,7 +97,7 @@ class Conv2d(nnx.Module):
             raise ValueError("upsample2x needs a 3x3 conv with stride 1 and padding 1")
         b, h, w, _ = x.shape
         o = self.kernel.shape[-1]
-        k = subpixel_kernels(self.kernel[...]).astype(self.dtype)  # (2, 2, I, 4*O), phases (a, b)
+        k = subpixel_kernels(self.kernel[...]).astype(self.dtype)  # (2, 2, I, 4*O), phases (a, c)
         y = conv2d(x.astype(self.dtype), k, 1, ((1, 1), (1, 1)))  # (b, h+1, w+1, 4*o)
         y = y.reshape(b, h + 1, w + 1, 2, 2, o)
         # phase (a, c) of output (i, j) sits at window position (i + a, j + c)
