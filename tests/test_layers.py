@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from resshift_jax.models.layers import Conv2d, subpixel_kernels, upsample_nearest2x
+from resshift_jax.models.layers import Conv2d, subpixel_kernels
+
+
+def upsample_nearest2x(x):
+    """F.interpolate(scale_factor=2, mode='nearest') on NHWC: the reference's Upsample input."""
+    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 5, 32), (1, 1, 1, 8), (1, 4, 6, 16)])

@@ -88,9 +88,10 @@ class Conv2d(nnx.Module):
         return (y + self.bias[...].astype(y.dtype)).astype(self.dtype)
 
     def upsample2x(self, x):
-        """self(upsample_nearest2x(x)) for this 3x3 / stride 1 / padding 1 conv, computed at the
-        input resolution: output pixel (2i+a, 2j+b) reads only input rows i-1+a..i+a and columns
-        j-1+b..j+b, with the 3x3 taps summed onto those 2x2 (`subpixel_kernels`). One 2x2 conv
+        """self(F.interpolate(x, scale_factor=2, mode='nearest')) for this 3x3 / stride 1 /
+        padding 1 conv, computed at the input resolution: output pixel (2i+a, 2j+b) reads only
+        input rows i-1+a..i+a and columns j-1+b..j+b, with the 3x3 taps summed onto those 2x2
+        (`subpixel_kernels`). One 2x2 conv
         with 4x the output channels gives all four phases: 16 instead of 36 multiply-adds per
         input pixel and channel pair, and the 4x larger upsampled input never exists."""
         if self.kernel.shape[:2] != (3, 3) or self.stride != 1 or self.padding != ((1, 1), (1, 1)):
@@ -157,11 +158,6 @@ class Linear(nnx.Module):
     def __call__(self, x):
         y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
         return y + self.bias[...].astype(self.dtype)
-
-
-def upsample_nearest2x(x):
-    """F.interpolate(scale_factor=2, mode='nearest') on NHWC."""
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
 def gelu_exact(x):
