@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# All inference benchmarks for one lent GPU (H100/H200), streaming JSON lines to $OUT.
+# Benchmarks for one lent GPU (H100/H200), streaming JSON lines to $OUT.
 #
-# The GPU machine has jax+CUDA, flax, numpy but not ml_collections (needed by the configs),
-# so carry the two pure-Python packages from the local venv:
-#   run(command="bash bench/gpu_bench.sh quick", timeout_s=560,
+# The GPU machine has jax+CUDA and numpy but not ml_collections (needed by the configs), and its
+# flax/optax may be older than ours, so carry those pure-Python packages from the local venv:
+#   run(command="bash bench/gpu_bench.sh train", timeout_s=560,
 #       carry=[".venv/lib/python3.12/site-packages/ml_collections",
-#              ".venv/lib/python3.12/site-packages/yaml"])
+#              ".venv/lib/python3.12/site-packages/yaml",
+#              ".venv/lib/python3.12/site-packages/flax",
+#              ".venv/lib/python3.12/site-packages/optax"])
 # Modes (priority order inside each; partial results still come back):
-#   quick: bf16 v3/v1 at batch 1 and 64 (LR 64), fp32 v3 batch 64, a 512x512 LR tile (memory)
-#   full : everything of issue 5: v1/v3 x batch 1/16/64 x LR 64/128 x fp32/bf16
+#   quick: inference, bf16 v3/v1 at batch 1 and 64 (LR 64), fp32 v3 batch 64, a 512x512 LR tile
+#   full : inference, everything of issue 5: v1/v3 x batch 1/16/64 x LR 64/128 x fp32/bf16
+#   train: train-step samples/s (issue 6): v1 bf16 batch 64 (the target), its frozen-encoder
+#          share, v3 bf16 at its batch 96, v1 with the config's micro-batch 8, v1 fp32
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE="${1:-quick}"
@@ -16,19 +20,26 @@ OUT="${OUT:-$PWD/out}"
 mkdir -p "$OUT"
 LOG="$OUT/bench_infer.jsonl"
 SP=.venv/lib/python3.12/site-packages
-if ! python -c "import ml_collections" 2>/dev/null; then
-  mkdir -p /tmp/carry_py
-  for pkg in ml_collections yaml; do [ -d "$SP/$pkg" ] && ln -sfn "$PWD/$SP/$pkg" /tmp/carry_py/$pkg; done
-  export PYTHONPATH="/tmp/carry_py:${PYTHONPATH:-}"
-fi
-python -c "import jax, ml_collections; print('jax', jax.__version__, jax.devices())" || exit 2
+mkdir -p /tmp/carry_py   # carried packages (only those that travelled) come first on the path
+for pkg in ml_collections yaml flax optax; do [ -d "$SP/$pkg" ] && ln -sfn "$PWD/$SP/$pkg" /tmp/carry_py/$pkg; done
+export PYTHONPATH="/tmp/carry_py:${PYTHONPATH:-}"
+python -c "import jax, flax, optax, ml_collections; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())" || exit 2
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 export XLA_PYTHON_CLIENT_PREALLOCATE=false   # so peak_bytes_in_use means this program's need
 B="python bench/bench_infer.py --iters 10"
 
 run() { echo "+ $*" >&2; timeout "${STAGE_TIMEOUT:-300}" "$@" | tee -a "$LOG"; }
 
-if [ "$MODE" = quick ]; then
+if [ "$MODE" = train ]; then
+  LOG="$OUT/bench_train.jsonl"
+  T="python bench/bench_train.py --steps 10"
+  run $T --configs realsr_v1 --batch 64 --accum 1 --amp on
+  run $T --configs realsr_v1 --batch 64 --amp on --encode_part
+  run $T --configs realsr_v3 --batch 96 --accum 4 --amp on
+  run $T --configs realsr_v1 --batch 64 --accum 8 --amp on
+  run $T --configs realsr_v1 --batch 64 --accum 1 --amp off
+  run $T --configs realsr_v1 --batch 128 --accum 1 --amp on
+elif [ "$MODE" = quick ]; then
   run $B --dtypes bf16 --versions v3 --sizes 64 --batches 1,64
   run $B --dtypes bf16 --versions v1 --sizes 64 --batches 1,64
   run $B --dtypes fp32 --versions v3 --sizes 64 --batches 64
