@@ -29,3 +29,14 @@ def data_dir():
     if not DATA.is_dir():
         pytest.fail(f"test data not found at {DATA} (expected ../shared beside the project)")
     return DATA
+
+
+# Heaviest modules first: test.sh runs the suite on 2 workers with `--dist loadfile`, which hands
+# out whole files in collection order, so the long ones start at once and the workers end together.
+HEAVY_FIRST = ("test_train_loop", "test_train_step", "test_study", "test_pipeline", "test_checkpoint",
+               "test_unet", "test_infer_cli")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: order within files kept

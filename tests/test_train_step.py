@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 
 from _train_cfg import get_config
+from flax import nnx
+from resshift_jax import schedule as schedule_lib
 from resshift_jax import sharding as shd
 from resshift_jax.train import optim
 from resshift_jax.train.input import build_row_dataset
 from resshift_jax.train.models import build_models
-from resshift_jax.train.step import Trainer, accum_steps_for, area_downsample, check_train_sizes
+from resshift_jax.train.step import Trainer, accum_steps_for, area_downsample, check_train_sizes, make_loss_fn
+from tests.test_lpips import reference_lpips
+from tests.test_train_models import lpips_config, lpips_files
 
 GB = 16  # global batch: 2 micro-batches of 8, so every mesh of 8 devices gets whole rows
 
@@ -96,6 +100,47 @@ def test_meshes_agree_and_guard(setup):
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
     s3, m = tr1.train_step(s2, shd.global_batch_from_local(tr1.mesh, batches[0], GB))
     assert bool(m["finite"]) and int(s3.bad_streak) == 0 and int(s3.bad_steps) == 1
+
+
+def test_lpips_term_through_the_frozen_decoder(fixtures_dir, tmp_path):
+    """v3/bicsr objective: c_mse·w_t·mse + c_lpips·LPIPS(clamp(decode(x̂0)), HR), with LPIPS
+    weights from .pth files and its gradient reaching the UNet through the frozen decoder."""
+    bb, hd, vgg, heads = lpips_files(tmp_path)
+    cfg = lpips_config(fixtures_dir, vgg, heads, coef=0.5)
+    nets = build_models(cfg)
+    sched = schedule_lib.from_config(cfg.diffusion)
+    loss_fn = make_loss_fn(cfg, nets, sched)
+    rng = np.random.default_rng(0)
+    hr = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
+    lq, key = area_downsample(hr, 4), jax.random.key(5)
+    s = float(cfg.diffusion.scale_factor)
+
+    @jax.jit
+    def run(params, frozen, hr, lq, key):
+        def lpips_part(p):  # the term alone, differentiated through decoder and quantiser
+            loss, aux = loss_fn(p, frozen, hr, lq, key)
+            return jnp.mean(aux["lpips"]), (loss, aux)
+        g_lpips, (loss, aux) = jax.grad(lpips_part, has_aux=True)(params)
+        vq = nnx.merge(nets.vq_def, frozen["vq"])
+        z0 = vq.encode(hr) * s
+        x_pred = jnp.clip(vq.decode(aux["pred_zstart"] / s, quantize=True), -1, 1)
+        return loss, aux, g_lpips, z0, x_pred
+
+    loss, aux, g_lpips, z0, x_pred = run(nets.unet_params, nets.frozen, hr, lq, key)
+    # x̂0 is the UNet's prediction of the encoded HR latent
+    np.testing.assert_allclose(aux["mse"], np.mean((np.asarray(z0) - np.asarray(aux["pred_zstart"])) ** 2,
+                                                   axis=(1, 2, 3)), rtol=1e-4)
+    # the LPIPS of its decoded, clamped image against HR, with the weights from the files
+    np.testing.assert_allclose(aux["lpips"], reference_lpips(bb, hd, "vgg", np.asarray(x_pred), np.asarray(hr)),
+                               rtol=1e-4)
+    assert float(aux["lpips"].min()) > 0
+    assert float(loss) == pytest.approx(float(np.mean(aux["weighted"] + 0.5 * aux["lpips"])), rel=1e-6)
+    # the term's gradient reaches the UNet (the decoder is frozen, not a stop_gradient); at
+    # initialisation the zero-initialised output layers pass it only to some leaves
+    flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(g_lpips)}
+    assert all(np.isfinite(v).all() for v in flat.values())
+    nonzero = sorted(k for k, v in flat.items() if np.abs(v).max() > 0)
+    assert "['input_blocks'][0][0]['kernel']" in nonzero and len(nonzero) > len(flat) / 2, nonzero
 
 
 @pytest.mark.slow  # ~2 min unloaded, 8.5 min on the shared 2-core box; compile_check's CPU path is covered above

@@ -103,7 +103,7 @@ def make_loss_fn(cfg, nets, sched):
             lp = lpips_net(x_pred, hr).astype(jnp.float32).reshape(m)
             lp = jnp.where(jnp.any(jnp.isnan(lp)), 0.0, lp)  # the reference drops NaN LPIPS
             per_sample = per_sample + c_lpips * lp
-        aux = dict(mse=out["mse"], weighted=out["loss"], lpips=lp, t=t)
+        aux = dict(mse=out["mse"], weighted=out["loss"], lpips=lp, t=t, pred_zstart=out["pred_zstart"])
         return jnp.mean(per_sample), aux
 
     return loss_fn
