@@ -7,8 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
   if command -v python3.12 >/dev/null 2>&1 && python3.12 -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null; then
     PY=python3.12
-  elif command -v pyenv >/dev/null 2>&1 && pyenv versions --bare | grep -q '^3\.12'; then
-    PY="env PYENV_VERSION=$(pyenv versions --bare | grep '^3\.12' | tail -1) python3"
+  elif command -v pyenv >/dev/null 2>&1 && V=$(pyenv versions --bare 2>/dev/null | grep '^3\.12' | tail -1) && [ -n "$V" ]; then
+    PY="env PYENV_VERSION=$V python3"  # (no `grep -q` in a pipe: with pipefail, pyenv's SIGPIPE fails it)
   else
     echo "error: Python 3.12 is required (jax >= 0.11 needs it): install python3.12 or pyenv 3.12" >&2
     exit 2
