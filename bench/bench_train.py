@@ -42,7 +42,7 @@ def throughput(name: str, batch: int | None, steps: int, accum: int | None, amp:
     b = shd.global_batch_from_local(mesh, batch_np, gb)
     state = tr.init_state()
     t0 = time.perf_counter()
-    compiled = tr._jitted.lower(state, tr.frozen, b).compile()
+    compiled = tr.lower(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), b)).compile()
     compile_s = time.perf_counter() - t0
     state, m = compiled(state, tr.frozen, b)  # warm-up (first-call allocations)
     jax.block_until_ready(m["loss"])
