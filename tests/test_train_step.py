@@ -1,4 +1,5 @@
-"""The pure train step: reference lr schedule, mesh independence of the losses, NaN guard, EMA."""
+"""The pure train step: reference lr schedule, mesh independence of the losses, NaN guard, EMA, the
+LPIPS term through the frozen decoder, and the compile-only check for a small TPU slice."""
 
 import math
 
