@@ -22,16 +22,22 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def throughput(name: str, batch: int | None, steps: int, accum: int | None, amp: bool | None) -> dict:
-    from resshift_jax import sharding as shd
+def bench_config(name: str, batch: int | None, amp: bool | None):
+    """The named config with the global train batch and bf16 switch of the command line."""
     from resshift_jax.config import load_config
-    from resshift_jax.train.models import build_models
-    from resshift_jax.train.step import Trainer
     cfg = load_config(name)
     if batch:
         cfg.train.batch = (batch, cfg.train.batch[1])
     if amp is not None:
         cfg.train.use_amp = amp
+    return cfg
+
+
+def throughput(name: str, batch: int | None, steps: int, accum: int | None, amp: bool | None) -> dict:
+    from resshift_jax import sharding as shd
+    from resshift_jax.train.models import build_models
+    from resshift_jax.train.step import Trainer
+    cfg = bench_config(name, batch, amp)
     mesh = shd.make_mesh((-1, 1))
     nets = build_models(cfg, load_weights=False)  # random weights: speed only
     tr = Trainer(cfg, mesh, nets, accum_steps=accum)
@@ -100,14 +106,9 @@ def encode_cost(name: str, batch: int | None, steps: int, amp: bool | None) -> d
     """The frozen part of a step alone: the VQ encoder on the HR batch and on the bicubic-upsampled
     LR batch (what every train step spends before the UNet)."""
     from flax import nnx
-    from resshift_jax.config import load_config
     from resshift_jax.resize import bicubic_upsample
     from resshift_jax.train.models import build_models
-    cfg = load_config(name)
-    if batch:
-        cfg.train.batch = (batch, cfg.train.batch[1])
-    if amp is not None:
-        cfg.train.use_amp = amp
+    cfg = bench_config(name, batch, amp)
     nets = build_models(cfg, load_weights=False)
     sf = int(cfg.diffusion.sf)
 
