@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from resshift_jax.paths import resolve_project_path
+
 RESULT_METRICS = ("psnr", "ssim", "lpips", "niqe")
 _DIRECTION = {"psnr": "higher", "ssim": "higher", "lpips": "lower", "niqe": "lower"}
 
@@ -125,15 +127,14 @@ def load_val_pairs(rc, crop: int = 0) -> tuple[list[str], list[np.ndarray], list
     """(names, lq, gt) of `data.val` (lq dir + gt dir with the same names), float32 [0, 1]; with
     `crop` > 0 the centred crop x crop of each LQ image and the matching sf·crop GT region."""
     from resshift_jax.imageio import list_images, read_image
-    from resshift_jax.train.input import resolve_dir
     v = rc.data.val
-    lq_files, _ = list_images(resolve_dir(v.dir_path))
+    lq_files, _ = list_images(resolve_project_path(v.dir_path))
     lq_files = sorted(lq_files, key=lambda f: f.name)
     n = int(v.get("length", -1))
     lq_files = lq_files[:n] if n > 0 else lq_files
     if not lq_files:
         raise FileNotFoundError(f"no validation images in data.val.dir_path={v.dir_path}")
-    gt_dir = resolve_dir(v.extra_dir_path)
+    gt_dir = resolve_project_path(v.extra_dir_path)
     missing = [f.name for f in lq_files if not (gt_dir / f.name).is_file()]
     if missing:
         raise FileNotFoundError(f"data.val.extra_dir_path={gt_dir} lacks ground truth for {missing[:5]}")
@@ -165,11 +166,6 @@ def eval_mesh(batch: int):
     return jax.make_mesh((d,), ("data",), devices=devs[:d], axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def _project_path(path) -> pathlib.Path:
-    p = pathlib.Path(path)
-    return p if p.is_absolute() or p.exists() else pathlib.Path(__file__).resolve().parents[1] / p
-
-
 def ema_networks(rc, run_dir: pathlib.Path, reuse: dict | None = None):
     """(UNet with the run's final EMA params, the frozen VQ the run trained with).
 
@@ -191,7 +187,7 @@ def ema_networks(rc, run_dir: pathlib.Path, reuse: dict | None = None):
         else:
             weights.load_into(reuse["unet"], export)
         if "vq" not in reuse:
-            reuse["vq"] = weights.load_vqgan(_project_path(vq_ckpt), rc, dtype=dtype)
+            reuse["vq"] = weights.load_vqgan(resolve_project_path(vq_ckpt), rc, dtype=dtype)
         return reuse["unet"], reuse["vq"]
     from resshift_jax import sharding as shd
     from resshift_jax.checkpoint import Checkpointer
@@ -227,7 +223,7 @@ class Evaluator:
         self.reuse = {}  # modules built once per study (see ema_networks)
         if "lpips" in self.metrics:
             bb, heads = study_cfg.get("lpips_backbone", ""), study_cfg.get("lpips_heads", "")
-            bb, heads = (str(_project_path(x)) if x else "" for x in (bb, heads))
+            bb, heads = (str(resolve_project_path(x)) if x else "" for x in (bb, heads))
             if not (bb and heads and pathlib.Path(bb).is_file() and pathlib.Path(heads).is_file()):
                 raise FileNotFoundError(
                     f"study.metrics has 'lpips' but study.lpips_backbone={bb!r} / study.lpips_heads={heads!r} "

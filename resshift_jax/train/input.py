@@ -12,7 +12,6 @@ iterator state (grain's, JSON) plus the pool state (a pytree) make a resume exac
 
 from __future__ import annotations
 
-import pathlib
 
 import grain
 import jax
@@ -22,16 +21,9 @@ import numpy as np
 from resshift_jax import sharding as shd
 from resshift_jax.data import pipeline as dpipe
 from resshift_jax.data.params import DegradationSpec
+from resshift_jax.paths import resolve_project_path
 
 HOST_ONLY = ("index", "epoch", "n_corrupt")
-
-
-def resolve_dir(path: str) -> pathlib.Path:
-    """A data path as given, else relative to the project root (configs say '../shared/...')."""
-    p = pathlib.Path(path)
-    if p.is_dir() or p.is_absolute():
-        return p
-    return pathlib.Path(__file__).resolve().parents[2] / p
 
 
 def _resolved_train_cfg(cfg_train):
@@ -39,9 +31,9 @@ def _resolved_train_cfg(cfg_train):
     import ml_collections
     d = ml_collections.ConfigDict(cfg_train.to_dict())
     if d.get("dir_paths", ()):
-        d.dir_paths = tuple(str(resolve_dir(p)) for p in d.dir_paths)
+        d.dir_paths = tuple(str(resolve_project_path(p)) for p in d.dir_paths)
     if d.get("txt_file_path", ()):
-        d.txt_file_path = tuple(str(resolve_dir(p)) for p in d.txt_file_path)
+        d.txt_file_path = tuple(str(resolve_project_path(p)) for p in d.txt_file_path)
     return d
 
 
