@@ -10,6 +10,9 @@ from resshift_jax import schedule
 from resshift_jax.config import load_config
 from resshift_jax.resize import bicubic_upsample
 
+# Elementwise float32 maths against the reference's float32 run: each op is a few roundings of
+# values of order 1 (unit roundoff 6e-8), so differences stay ~1e-7..1e-6 (fixture README: observed
+# 1e-7 to 1e-6); 1e-5 leaves a 10x margin for a different fused-multiply-add choice of the compiler.
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 
@@ -105,6 +108,8 @@ def test_other_prediction_types_invert_their_targets(ops):
         x_t = D.q_sample(s, x0, y, t, noise)
         target = {"epsilon": noise, "residual": y - x0,
                   "epsilon_scale": noise * s.kappa * D.extract(s, "sqrt_etas", t)}[ptype]
+        # inverting divides by coefficients down to sqrt(eta_1)~0.1 (residual) or 1-eta_t: float32
+        # roundings of x_t (|x_t| < ~5, 3e-7 each) grow by up to 10x -> ~3e-6; 2e-5 bounds it with margin
         np.testing.assert_allclose(D.predict_xstart(s, target, x_t, y, t), x0, atol=2e-5)
         out = D.training_losses(s, lambda *_: target, x0, y, t, None, noise)
         np.testing.assert_allclose(out["mse"], 0, atol=1e-10)
@@ -145,6 +150,8 @@ def test_sampler_reproduces_hand_chain(cfg):
     run = jax.jit(lambda z, l, n: D.sample(s, net, z, l, noise=n, return_trajectory=True))
     x0, traj = run(z_y, lq, noise)
     states, preds = hand_chain(s, net, z_y, lq, noise)
+    # float32 scan vs the float64 hand chain: T=4 steps of O(1) affine updates, each adding a few
+    # float32 roundings (~1e-7 at |x| ~ 1-3); 1e-5 is 10x above the accumulated bound
     np.testing.assert_allclose(traj["x_t"], states, atol=1e-5)
     np.testing.assert_allclose(traj["pred_xstart"], preds, atol=1e-5)
     np.testing.assert_allclose(x0, states[-1], atol=1e-5)
@@ -192,6 +199,8 @@ def test_non_uniform_t_sampling_matches_its_distribution_and_weights():
     s = schedule.make_schedule(steps=4, min_noise_level=0.2, t_sampling="eta")
     t = np.asarray(D.sample_timesteps(s, jax.random.key(0), 40000))
     freq = np.bincount(t, minlength=4) / len(t)
+    # binomial frequency of 40000 draws: std <= sqrt(0.25/40000) = 0.0025, so 0.01 is a 4-sigma bound
+    # (the draws come from a fixed key, so the test is deterministic; the bound says it is not tuned)
     np.testing.assert_allclose(freq, s.t_probabilities(), atol=0.01)
     np.testing.assert_allclose(D.loss_weight(s, jnp.arange(4)), s.importance_weights().astype(np.float32))
     u = schedule.make_schedule(steps=4, min_noise_level=0.2)
