@@ -244,7 +244,7 @@ def main(argv=None) -> int:
             for f in (args.lpips_backbone, args.lpips_heads):
                 if f and not pathlib.Path(f).is_file():
                     raise EvaluationError(f"LPIPS weight file not found: {f}")
-            from resshift_jax.models.lpips import load_lpips
+            from resshift_jax.weights import load_lpips
 
             model = load_lpips(args.lpips_net, args.lpips_backbone, args.lpips_heads)
             meta.update(lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone, lpips_heads=args.lpips_heads)

@@ -229,7 +229,7 @@ class Evaluator:
                     f"study.metrics has 'lpips' but study.lpips_backbone={bb!r} / study.lpips_heads={heads!r} "
                     "are not files (torchvision backbone + lpips v0.1 heads); drop 'lpips' or set them")
             from resshift_jax.evaluate import _LpipsRunner
-            from resshift_jax.models.lpips import load_lpips
+            from resshift_jax.weights import load_lpips
             self.lpips = _LpipsRunner(load_lpips(study_cfg.get("lpips_net", "vgg"), bb, heads))
 
     def super_resolve(self, pipe) -> list[np.ndarray]:

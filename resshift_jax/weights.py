@@ -12,7 +12,7 @@ mapping is a rename of the leaf plus a layout transpose:
 
 Reading official checkpoints needs no PyTorch: `.pth` files (torch.save zip format) go through a
 restricted unpickler that only rebuilds tensors (section "Reading .pth"). Also here: safetensors
-and Orbax I/O, `load_unet` / `load_vqgan`, and a converter CLI:
+and Orbax I/O, `load_unet` / `load_vqgan` / `load_lpips`, and a converter CLI:
 
     python -m resshift_jax.weights convert IN OUT --kind unet|vqgan --config realsr_v3
 """
@@ -28,6 +28,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from resshift_jax.config import load_config
+from resshift_jax.models.lpips import LPIPS, NETS as LPIPS_NETS, empty_lpips
+from resshift_jax.models.unet import UNetModelSwin
+from resshift_jax.models.vqgan import VQModel
 # Reading .pth: the restricted unpickler lives in torch_pickle.py (re-exported for callers).
 from resshift_jax.torch_pickle import UnsafeCheckpointError, load_pth  # noqa: F401
 
@@ -242,9 +246,6 @@ def load_into(module: nnx.Module, path, state_dict=None) -> nnx.Module:
 
 def load_unet(path, config="realsr_v3", *, dtype=jnp.float32) -> nnx.Module:
     """UNetModelSwin built from `config` (name, path or ConfigDict) with the weights in `path`."""
-    from resshift_jax.config import load_config
-    from resshift_jax.models.unet import UNetModelSwin
-
     cfg = load_config(config)
     sd = read_checkpoint(path)
     return load_into(_build(lambda: UNetModelSwin(cfg.model, dtype=dtype, rngs=nnx.Rngs(0))), path, sd)
@@ -252,12 +253,60 @@ def load_unet(path, config="realsr_v3", *, dtype=jnp.float32) -> nnx.Module:
 
 def load_vqgan(path, config="realsr_v3", *, dtype=jnp.float32, **model_kwargs) -> nnx.Module:
     """VQModel built from `config`'s autoencoder section with the weights in `path`."""
-    from resshift_jax.config import load_config
-    from resshift_jax.models.vqgan import VQModel
-
     cfg = load_config(config)
     sd = read_checkpoint(path)
     return load_into(_build(lambda: VQModel(cfg.autoencoder, dtype=dtype, **model_kwargs, rngs=nnx.Rngs(0))), path, sd)
+
+
+# ----------------------------------------------------------------------------- LPIPS
+
+
+def _read_lpips_part(source, what: str) -> dict:
+    """A state dict from a path (.pth via the restricted unpickler, .safetensors, Orbax dir)
+    through read_checkpoint, or an already-read dict."""
+    if isinstance(source, dict):
+        return {k: np.asarray(v) for k, v in source.items()}
+    try:
+        return dict(read_checkpoint(source))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"LPIPS {what} weights: {e}") from e
+
+
+def lpips_state_dict(backbone: dict, heads: dict | None, net: str) -> dict:
+    """Merge torchvision backbone + lpips heads (or one saved lpips.LPIPS state_dict) into our
+    key layout: `features.N.{weight,bias}` and `linK.model.1.weight`."""
+    out = {}
+    layers, taps, _ = LPIPS_NETS[net]
+    conv_idx = {i for i, s in enumerate(layers) if s[0] == "conv"}
+    for src in (backbone, heads or {}):
+        for key, val in src.items():
+            parts = key.split(".")
+            if parts[0] == "module":  # DataParallel prefix
+                parts = parts[1:]
+            if parts[:1] == ["net"] and len(parts) == 4 and parts[1].startswith("slice"):
+                parts = ["features", parts[2], parts[3]]  # lpips keeps torchvision's numbering
+            if parts[0] == "features":
+                if int(parts[1]) in conv_idx:
+                    out[".".join(parts)] = val
+            elif parts[0].startswith("lin") and parts[1:] == ["model", "1", "weight"]:
+                out[".".join(parts)] = val
+            # classifier.*, scaling_layer.* (constants) and anything else are not ours
+    return out
+
+
+def load_lpips(net: str = "vgg", backbone_path=None, heads_path=None, *, dtype=jnp.float32) -> LPIPS:
+    """LPIPS with pretrained weights: `backbone_path` = torchvision vgg16-397923af.pth /
+    alexnet-owt-7be5be79.pth (or a whole lpips.LPIPS state_dict), `heads_path` = lpips
+    v0.1 vgg.pth / alex.pth. Paths or already-read state dicts. Strict: every parameter must
+    be found with the right shape."""
+    if backbone_path is None:
+        raise ValueError("load_lpips: backbone_path (torchvision features weights) is required")
+    model = empty_lpips(net, dtype=dtype)
+    sd = lpips_state_dict(_read_lpips_part(backbone_path, "backbone"),
+                          _read_lpips_part(heads_path, "heads") if heads_path is not None else None, net)
+    src = f"LPIPS-{net} weights ({backbone_path}" + (f", {heads_path})" if heads_path is not None else ")")
+    load_state_dict_into(model, sd, source=src)
+    return model
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -13,7 +13,8 @@ import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 from safetensors.numpy import save_file  # noqa: E402
 
-from resshift_jax.models.lpips import LPIPS, load_lpips, lpips_state_dict  # noqa: E402
+from resshift_jax.models.lpips import LPIPS  # noqa: E402
+from resshift_jax.weights import load_lpips, lpips_state_dict  # noqa: E402
 from resshift_jax.weights import CheckpointMismatchError, module_state_dict  # noqa: E402
 
 # torchvision vgg16().features / alexnet().features conv keys and shapes (O, I, kh, kw)

@@ -8,7 +8,7 @@ inputs in [-1, 1], i.e. normalize=False):
     f / (sqrt(sum_c f²) + 1e-10)                 (unit-normalised over channels)
     d = sum_l mean_hw( lin_l((f0_l - f1_l)²) )   (lin_l: 1x1 conv C_l -> 1, no bias)
 
-Parameter paths mirror the PyTorch keys (see resshift_jax.weights): the backbone's
+Parameter paths mirror the PyTorch keys (loaded by resshift_jax.weights.load_lpips): the backbone's
 `features.N.weight/bias` (torchvision numbering) and the heads' `linK.model.1.weight`
 (index 0 of `model` is the Dropout slot). Weights come from the files users have:
 torchvision `vgg16-397923af.pth` / `alexnet-owt-7be5be79.pth` and the lpips package's
@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from resshift_jax import weights
 from resshift_jax.models.layers import Conv2d
 
 SHIFT = (-0.030, -0.088, -0.188)
@@ -126,55 +125,7 @@ class LPIPS(nnx.Module):
 
 
 # ----------------------------------------------------------------------------- loading
-def _read(source, what: str) -> dict:
-    """A state dict from a path (.pth via the restricted unpickler, .safetensors, Orbax dir)
-    through resshift_jax.weights.read_checkpoint, or an already-read dict."""
-    if isinstance(source, dict):
-        return {k: np.asarray(v) for k, v in source.items()}
-    try:
-        return dict(weights.read_checkpoint(source))
-    except FileNotFoundError as e:
-        raise FileNotFoundError(f"LPIPS {what} weights: {e}") from e
-
-
-def lpips_state_dict(backbone: dict, heads: dict | None, net: str) -> dict:
-    """Merge torchvision backbone + lpips heads (or one saved lpips.LPIPS state_dict) into our
-    key layout: `features.N.{weight,bias}` and `linK.model.1.weight`."""
-    out = {}
-    layers, taps, _ = NETS[net]
-    conv_idx = {i for i, s in enumerate(layers) if s[0] == "conv"}
-    for src in (backbone, heads or {}):
-        for key, val in src.items():
-            parts = key.split(".")
-            if parts[0] == "module":  # DataParallel prefix
-                parts = parts[1:]
-            if parts[:1] == ["net"] and len(parts) == 4 and parts[1].startswith("slice"):
-                parts = ["features", parts[2], parts[3]]  # lpips keeps torchvision's numbering
-            if parts[0] == "features":
-                if int(parts[1]) in conv_idx:
-                    out[".".join(parts)] = val
-            elif parts[0].startswith("lin") and parts[1:] == ["model", "1", "weight"]:
-                out[".".join(parts)] = val
-            # classifier.*, scaling_layer.* (constants) and anything else are not ours
-    return out
-
-
 def empty_lpips(net: str = "vgg", *, dtype=jnp.float32) -> LPIPS:
     """LPIPS with zero parameters, built without running the random initialisers (fast)."""
     graphdef, state = nnx.split(nnx.eval_shape(lambda: LPIPS(net, dtype=dtype)))
     return nnx.merge(graphdef, jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), state))
-
-
-def load_lpips(net: str = "vgg", backbone_path=None, heads_path=None, *, dtype=jnp.float32) -> LPIPS:
-    """LPIPS with pretrained weights: `backbone_path` = torchvision vgg16-397923af.pth /
-    alexnet-owt-7be5be79.pth (or a whole lpips.LPIPS state_dict), `heads_path` = lpips
-    v0.1 vgg.pth / alex.pth. Paths or already-read state dicts. Strict: every parameter must
-    be found with the right shape."""
-    if backbone_path is None:
-        raise ValueError("load_lpips: backbone_path (torchvision features weights) is required")
-    model = empty_lpips(net, dtype=dtype)
-    sd = lpips_state_dict(_read(backbone_path, "backbone"),
-                          _read(heads_path, "heads") if heads_path is not None else None, net)
-    src = f"LPIPS-{net} weights ({backbone_path}" + (f", {heads_path})" if heads_path is not None else ")")
-    weights.load_state_dict_into(model, sd, source=src)
-    return model

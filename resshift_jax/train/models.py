@@ -86,9 +86,9 @@ def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
     if lp is not None:
         lp_ck, vgg_ck = cfg.train.get("lpips_ckpt", ""), cfg.train.get("vgg_ckpt", "")
         if lp_ck and vgg_ck and _resolve(lp_ck).is_file() and _resolve(vgg_ck).is_file():
-            from resshift_jax.models import lpips as lpips_mod
-            lp = lpips_mod.load_lpips("vgg", str(_resolve(vgg_ck)), str(_resolve(lp_ck)),
-                                      dtype=compute_dtype(cfg))
+            from resshift_jax.weights import load_lpips
+            lp = load_lpips("vgg", str(_resolve(vgg_ck)), str(_resolve(lp_ck)),
+                            dtype=compute_dtype(cfg))
         elif strict:
             raise FileNotFoundError(f"LPIPS weights not found: train.lpips_ckpt={lp_ck!r}, "
                                     f"train.vgg_ckpt={vgg_ck!r} (needed for loss_coef[1] > 0; "
