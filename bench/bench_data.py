@@ -1,5 +1,6 @@
-"""Data throughput: HR crops/s through the grain host pipeline (0 and N workers) and degraded
-pairs/s through the jitted device degradation; compile time reported apart. JSON lines.
+"""Data throughput of the trainer's data path: HR crops/s through its grain host pipeline
+(train/input.build_row_dataset, 0 and N workers) and degraded pairs/s through its jitted device
+step (data/pipeline.make_train_pairs_fn without the pool); compile time reported apart. JSON lines.
 
     python bench/bench_data.py [--data DIR] [--batch 8] [--seconds 20] [--workers 2]
                                [--formats png,jpeg] [--no_cv2] [--no_imagecodecs] [--skip_device]
@@ -20,11 +21,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def host_rate(cfg, batch, seconds, workers):
-    import grain
-
-    from resshift_jax.data.pipeline import build_dataset
-    ds = build_dataset(cfg, batch_size=batch, seed=0, num_workers=workers,
-                       shard_options=grain.sharding.ShardOptions(0, 1))
+    from resshift_jax.train.input import build_row_dataset
+    ds = build_row_dataset(cfg, batch, slice(0, batch), 0, num_workers=workers)
     it = iter(ds)
     t0 = time.perf_counter()
     next(it)
@@ -50,9 +48,9 @@ def as_jpeg(src, dst, quality=95):
     """The images of `src` re-encoded as JPEG files in `dst` (same pixels up to JPEG loss)."""
     from PIL import Image
 
-    from resshift_jax.data.sources import list_image_files
+    from resshift_jax.imageio import list_images
     os.makedirs(dst, exist_ok=True)
-    for f in list_image_files([src], ("png", "jpg", "jpeg", "bmp", "tif", "tiff")):
+    for f in list_images(src)[0]:
         with Image.open(f) as im:
             im.convert("RGB").save(os.path.join(dst, os.path.splitext(os.path.basename(f))[0] + ".jpg"),
                                    quality=quality)
@@ -64,9 +62,11 @@ def device_rate(cfg, batch, seconds):
     import numpy as np
 
     from resshift_jax.data.params import DegradationSpec, draw_params, example_rng, stack_params
-    from resshift_jax.data.pipeline import make_device_fn
+    from resshift_jax.data.pipeline import make_train_pairs_fn
     spec = DegradationSpec.from_config(cfg)
-    fn = make_device_fn(cfg)
+    step, _ = make_train_pairs_fn(cfg, use_pool=False)
+    key = jax.random.key(0)
+    fn = lambda b: step(b, None, key)[:2]  # noqa: E731
     g = spec.gt_size
     hr = np.random.default_rng(0).uniform(size=(batch, g, g, 3)).astype(np.float32)
     batches = [dict(hr=hr, **stack_params([draw_params(example_rng(0, e, i), spec) for i in range(batch)]))
@@ -101,16 +101,16 @@ def main():
     from resshift_jax.config import load_config
     from resshift_jax.data import sources
     if a.no_cv2:
-        sources._cv2 = None
+        sources.OPENCV = None
     if a.no_imagecodecs:
-        sources._imagecodecs = None
+        sources.IMAGECODECS = None
     cfg = load_config("realsr_v3")
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in a.formats.split(","):
             d = os.path.abspath(a.data) if fmt == "png" else as_jpeg(a.data, os.path.join(tmp, "jpeg"))
             cfg.data.train.dir_paths = (d,)
             for w in sorted({0, a.workers}):
-                r = dict(format=fmt, opencv=sources._cv2 is not None, imagecodecs=sources._imagecodecs is not None,
+                r = dict(format=fmt, opencv=sources.OPENCV is not None, imagecodecs=sources.IMAGECODECS is not None,
                          **host_rate(cfg, a.batch, a.seconds, w))
                 print(json.dumps(r), flush=True)
     if not a.skip_device:

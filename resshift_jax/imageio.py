@@ -266,14 +266,27 @@ def _pil_image(q: np.ndarray, depth: int, path) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(q[..., 0] if c == 1 else q))  # L, LA, RGB, RGBA
 
 
-def list_images(in_path) -> tuple[list[pathlib.Path], pathlib.Path]:
+def normalize_exts(exts=None) -> tuple[str, ...]:
+    """Extensions as lower-case '.ext' (accepts 'png', '.PNG', 'JPEG'); None: IMAGE_EXTS."""
+    if exts is None:
+        return IMAGE_EXTS
+    out = tuple(dict.fromkeys("." + str(e).lower().lstrip(".") for e in exts if str(e).strip()))
+    if not out:
+        raise ValueError("no image extensions given")
+    return out
+
+
+def list_images(in_path, exts=None) -> tuple[list[pathlib.Path], pathlib.Path]:
     """Image files under `in_path` (a file, or a folder searched recursively, sorted) and
-    the root that output paths are made relative to. Hidden files are skipped."""
+    the root that output paths are made relative to. Hidden files are skipped. `exts`: the
+    extensions to take (case-insensitive, e.g. a config's `im_exts`); default IMAGE_EXTS.
+    The one image lister of the project: inference, evaluation, training folders and pack."""
     p = pathlib.Path(in_path)
     if p.is_file():
         return [p], p.parent
     if not p.is_dir():
         raise FileNotFoundError(f"input path {p} does not exist")
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS
+    want = normalize_exts(exts)
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in want
                    and not any(part.startswith(".") for part in f.relative_to(p).parts))
     return files, p

@@ -20,15 +20,18 @@ def main():
     a = ap.parse_args()
     from absl import flags
     flags.FLAGS.mark_as_parsed()
-    import grain
+    import jax
 
     from resshift_jax.config import load_config
-    from resshift_jax.data.pipeline import build_dataset, make_device_fn
+    from resshift_jax.data.pipeline import make_train_pairs_fn
+    from resshift_jax.train.input import HOST_ONLY, build_row_dataset, data_stream_keys
     cfg = load_config(a.config)
     cfg.data.train.dir_paths = (os.path.abspath(a.data),)
-    batch = next(iter(build_dataset(cfg, batch_size=a.n, seed=a.seed, num_workers=0,
-                                    shard_options=grain.sharding.ShardOptions(0, 1))))
-    lq, gt = make_device_fn(cfg)(batch)
+    # the trainer's data path: its host dataset and device step (without the pair pool), step 0
+    batch = next(iter(build_row_dataset(cfg, a.n, slice(0, a.n), a.seed, num_workers=0)))
+    step, _ = make_train_pairs_fn(cfg, use_pool=False)
+    key = jax.random.fold_in(data_stream_keys(a.seed)["degradation"], 0)
+    lq, gt, _, _ = step({k: v for k, v in batch.items() if k not in HOST_ONLY}, None, key)
     to8 = lambda x: np.clip(np.round((np.asarray(x) + 1) * 127.5), 0, 255).astype(np.uint8)  # noqa: E731
     lq, gt = to8(lq), to8(gt)
     f = gt.shape[1] // lq.shape[1]

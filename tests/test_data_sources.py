@@ -1,19 +1,21 @@
-"""Host pipeline: determinism, checkpoint restore, disjoint shards, corrupt files, array_record, workers."""
+"""Host pipeline through the trainer's dataset path (train/input.build_row_dataset): determinism,
+checkpoint restore, process rows, corrupt files, array_record, TFDS, workers; and the host transforms."""
 
 import logging
 
-import grain
 import numpy as np
 import pytest
 
 from resshift_jax.config import load_config
 from resshift_jax.data import pack, sources
-from resshift_jax.data.pipeline import area_resize, build_dataset, rescale_crop
+from resshift_jax.data.pipeline import area_resize, rescale_crop
+from resshift_jax.imageio import list_images
+from resshift_jax.train.input import build_row_dataset
 
 
 @pytest.fixture(scope="module")
 def files(data_dir):
-    f = sources.list_image_files([data_dir / "train_hr"], ("png",))
+    f = [str(p) for p in list_images(data_dir / "train_hr", ("png",))[0]]
     assert len(f) >= 300
     return f[::30][:10]  # 10 real images of mixed sizes (incl. t91 ones smaller than 256)
 
@@ -28,18 +30,27 @@ def _take(ds, n):
     return [next(it) for _ in range(n)]
 
 
+def _rows(cfg, batch, seed, files=None, rows=None, **kw):
+    """The trainer's dataset of one process holding `rows` (default: all) of each batch."""
+    src = None if files is None else sources.FileSource(files)
+    return build_row_dataset(cfg, batch, rows or slice(0, batch), seed, source=src, **kw)
+
+
 def _same(a, b):
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def _cat(bs):
+    return {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}
+
+
 def test_same_seed_same_batches(cfg, files):
-    opts = grain.sharding.ShardOptions(0, 1)
-    a = _take(build_dataset(cfg, batch_size=3, seed=7, source=sources.FileSource(files), shard_options=opts), 4)
-    b = _take(build_dataset(cfg, batch_size=3, seed=7, source=sources.FileSource(files), shard_options=opts), 4)
+    a = _take(_rows(cfg, 3, 7, files), 4)
+    b = _take(_rows(cfg, 3, 7, files), 4)
     assert all(_same(x, y) for x, y in zip(a, b))
     assert a[0]["hr"].shape == (3, 256, 256, 3) and a[0]["hr"].dtype == np.float32
     assert 0 <= a[0]["hr"].min() and a[0]["hr"].max() <= 1
-    c = _take(build_dataset(cfg, batch_size=3, seed=8, source=sources.FileSource(files), shard_options=opts), 1)
+    c = _take(_rows(cfg, 3, 8, files), 1)
     assert not np.array_equal(a[0]["hr"], c[0]["hr"])
     # epochs: 10 records, batch 3 -> batch 4 starts in epoch 1; every record once per epoch
     idx = np.concatenate([x["index"] for x in a])
@@ -48,19 +59,13 @@ def test_same_seed_same_batches(cfg, files):
 
 
 def test_examples_do_not_depend_on_the_batch_size(cfg, files):
-    """Every example is a function of (seed, epoch, index): batches of 2 and of 4 (and a short
-    last batch) hold the same examples in the same order."""
-    opts = grain.sharding.ShardOptions(0, 1)
-    two, four = (list(build_dataset(cfg, batch_size=b, seed=2, source=sources.FileSource(files), num_epochs=1,
-                                    shard_options=opts, drop_remainder=False)) for b in (2, 4))
-    assert [len(b["index"]) for b in four] == [4, 4, 2]
-    cat = lambda bs: {k: np.concatenate([b[k] for b in bs]) for k in bs[0]}  # noqa: E731
-    assert _same(cat(two), cat(four))
+    """Every example is a function of (seed, epoch, index): 6 batches of 2 and 3 batches of 4
+    hold the same examples in the same order (across the epoch boundary at 10)."""
+    assert _same(_cat(_take(_rows(cfg, 2, 2, files), 6)), _cat(_take(_rows(cfg, 4, 2, files), 3)))
 
 
 def test_iterator_restore_continues_exactly(cfg, files):
-    ds = build_dataset(cfg, batch_size=2, seed=3, source=sources.FileSource(files),
-                       shard_options=grain.sharding.ShardOptions(0, 1))
+    ds = _rows(cfg, 2, 3, files)
     it = iter(ds)
     next(it), next(it)
     state = it.get_state()
@@ -71,14 +76,14 @@ def test_iterator_restore_continues_exactly(cfg, files):
     assert all(_same(x, y) for x, y in zip(want, got))
 
 
-def test_two_process_shards_disjoint(cfg, files):
-    seen = []
-    for i in range(2):
-        ds = build_dataset(cfg, batch_size=5, seed=0, source=sources.FileSource(files), num_epochs=1,
-                           shard_options=grain.sharding.ShardOptions(i, 2, drop_remainder=True))
-        seen.append(set(np.concatenate([b["index"] for b in ds]).tolist()))
-    assert len(seen[0]) == 5 and len(seen[1]) == 5 and not seen[0] & seen[1]
-    assert seen[0] | seen[1] == set(range(10))
+def test_process_rows_partition_the_global_batch(cfg, files):
+    """Two processes holding rows [0, 2) and [2, 4) of a global batch of 4 decode exactly the
+    one-process batch between them (N processes == 1 process)."""
+    whole = _take(_rows(cfg, 4, 0, files), 3)
+    halves = [_take(_rows(cfg, 4, 0, files, rows=slice(r, r + 2)), 3) for r in (0, 2)]
+    for k in range(3):
+        assert _same(whole[k], _cat([halves[0][k], halves[1][k]]))
+    assert not set(halves[0][0]["index"].tolist()) & set(halves[1][0]["index"].tolist())
 
 
 def test_corrupt_and_empty_files_skipped_and_counted(cfg, files, tmp_path, caplog):
@@ -86,11 +91,8 @@ def test_corrupt_and_empty_files_skipped_and_counted(cfg, files, tmp_path, caplo
     (tmp_path / "garbage.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
     (tmp_path / "truncated.png").write_bytes(open(files[0], "rb").read()[:300])
     bad = [str(tmp_path / n) for n in ("empty.png", "garbage.png", "truncated.png")]
-    src = sources.FileSource(files[:3] + bad)
     with caplog.at_level(logging.WARNING):
-        batches = list(build_dataset(cfg, batch_size=2, seed=0, source=src, num_epochs=1,
-                                     shard_options=grain.sharding.ShardOptions(0, 1)))
-    assert len(batches) == 3
+        batches = _take(_rows(cfg, 2, 0, files[:3] + bad), 3)  # one epoch of the 6 records
     assert sum(int(b["n_corrupt"].sum()) for b in batches) >= 3  # each bad slot counted
     assert all(np.isfinite(b["hr"]).all() for b in batches)
     assert "empty file" in caplog.text and "cannot decode" in caplog.text
@@ -112,10 +114,17 @@ def test_array_record_pack_roundtrip_and_workers(cfg, files, tmp_path):
     assert data == (src_dir / name.split("/")[-1]).read_bytes()
     cfg = load_config("realsr_v3")
     cfg.data.train.array_record_dir = str(tmp_path / "ar")
-    opts = grain.sharding.ShardOptions(0, 1)
-    a = _take(build_dataset(cfg, batch_size=2, seed=1, shard_options=opts, num_workers=0), 2)
-    b = _take(build_dataset(cfg, batch_size=2, seed=1, shard_options=opts, num_workers=2), 2)  # workers once
+    a = _take(_rows(cfg, 2, 1, num_workers=0), 2)
+    b = _take(_rows(cfg, 2, 1, num_workers=2), 2)  # workers once
     assert all(_same(x, y) for x, y in zip(a, b))
+
+
+def test_bicsr_ground_truth_keeps_the_cubic_overshoot(files):
+    """bicsr: GT short side resized with cubic a=-0.75 and not clipped (the reference's
+    BicubicFromSource keeps values outside [0, 1]); natural edges overshoot somewhere."""
+    hr = _cat(_take(_rows(load_config("bicsr"), 4, 0, files), 1))["hr"]
+    assert hr.min() < 0 or hr.max() > 1
+    assert -0.2 < hr.min() and hr.max() < 1.2  # a cubic kernel's lobes: |overshoot| < ~0.13 x step
 
 
 def test_rescale_crop_and_area():
@@ -135,7 +144,7 @@ def test_rescale_crop_writes_into_a_batch_slot(files, monkeypatch):
     for use_cv2 in (True, False):
         with monkeypatch.context() as m:
             if not use_cv2:
-                m.setattr(sources, "_cv2", None)
+                m.setattr(sources, "OPENCV", None)
             for rescale in (True, False):
                 batch = np.full((2, 256, 256, 3), np.nan, np.float32)
                 got = rescale_crop(a, np.random.default_rng(5), 256, rescale, hflip=True, out=batch[1])
@@ -170,7 +179,7 @@ def test_imagecodecs_png_path_gives_opencv_pixels(files, monkeypatch):
     for i, payload in enumerate(payloads):
         got = sources.decode_image(f"png {i}", payload)
         with monkeypatch.context() as m:
-            m.setattr(sources, "_imagecodecs", None)
+            m.setattr(sources, "IMAGECODECS", None)
             want = sources.decode_image(f"png {i}", payload)
         assert got.dtype == np.uint8 and np.array_equal(got, want), i
     assert sources._decode_png_imagecodecs(payloads[0]) is not None  # the data set's PNGs take this path
@@ -195,10 +204,8 @@ def test_tfds_source_without_tensorflow(cfg, files, tmp_path):
     assert len(sources.TfdsSource(version_dir)) == 4  # a version folder works too
     cfg = load_config("realsr_v3")
     cfg.data.train.tfds_name, cfg.data.train.tfds_data_dir = "tiny_hr", str(tmp_path / "tfds")
-    opts = grain.sharding.ShardOptions(0, 1)
-    got = _take(build_dataset(cfg, batch_size=2, seed=5, shard_options=opts), 2)
-    want = _take(build_dataset(cfg, batch_size=2, seed=5, shard_options=opts,
-                               source=sources.FileSource(sorted(files[:4]))), 2)
+    got = _take(_rows(cfg, 2, 5), 2)
+    want = _take(_rows(cfg, 2, 5, sorted(files[:4])), 2)
     assert all(_same(x, y) for x, y in zip(got, want))  # same pairs as reading the files
     assert "tensorflow" not in sys.modules
 
@@ -231,7 +238,7 @@ def test_fast_host_paths_match_plain_numpy_pillow(files, monkeypatch):
                 got = rescale_crop(a, np.random.default_rng(i), 256, rescale, hflip=flip)
                 np.testing.assert_allclose(got, want, atol=1e-6)
                 with monkeypatch.context() as m:  # without OpenCV: exactly the plain NumPy result
-                    m.setattr(sources, "_cv2", None)
+                    m.setattr(sources, "OPENCV", None)
                     plain = rescale_crop(a, np.random.default_rng(i), 256, rescale, hflip=flip)
                     ref = rescale_crop(np.ascontiguousarray(a[:, ::-1]) if flip else a,
                                        np.random.default_rng(i), 256, rescale)

@@ -5,7 +5,8 @@
 
 Each record holds the original encoded file bytes (no re-encoding, so pixels are unchanged)
 and the relative path; see sources.encode_record. Files are taken in the sorted recursive
-order of `sources.list_image_files` and dealt round-robin over the shards.
+order of `imageio.list_images` (extensions: imageio.IMAGE_EXTS unless --exts) and dealt
+round-robin over the shards.
 """
 
 from __future__ import annotations
@@ -14,16 +15,15 @@ import argparse
 import pathlib
 
 from resshift_jax.data import sources
+from resshift_jax.imageio import IMAGE_EXTS, list_images
 
-DEFAULT_EXTS = ("png", "jpg", "jpeg", "JPEG", "bmp", "tif", "tiff", "webp")
 
-
-def pack(src, out, num_shards: int = 4, exts=DEFAULT_EXTS) -> list[str]:
+def pack(src, out, num_shards: int = 4, exts=IMAGE_EXTS) -> list[str]:
     """Write `out/images-0000i-of-0000N.array_record`; returns the shard paths."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
     src, out = pathlib.Path(src), pathlib.Path(out)
-    files = sources.list_image_files([src], exts)
+    files, _ = list_images(src, exts)
     if not files:
         raise FileNotFoundError(f"no images with extensions {exts} under {src}")
     num_shards = max(1, min(num_shards, len(files)))
@@ -40,14 +40,14 @@ def pack(src, out, num_shards: int = 4, exts=DEFAULT_EXTS) -> list[str]:
     return paths
 
 
-def pack_tfds(src, data_dir, name: str = "hr_images", exts=DEFAULT_EXTS, version: str = "1.0.0") -> str:
+def pack_tfds(src, data_dir, name: str = "hr_images", exts=IMAGE_EXTS, version: str = "1.0.0") -> str:
     """Write a TFDS dataset `name` (split 'train', array_record, record order = sorted files)
     under `data_dir` without TensorFlow: features `image` (tfds Image holding the original
     encoded bytes) and `name` (relative path). Returns the prepared version folder."""
     import tensorflow_datasets as tfds
 
     src = pathlib.Path(src)
-    files = sources.list_image_files([src], exts)
+    files, _ = list_images(src, exts)
     if not files:
         raise FileNotFoundError(f"no images with extensions {exts} under {src}")
 
@@ -76,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--src", required=True, help="image folder (searched recursively)")
     ap.add_argument("--out", required=True, help="output folder for the shards")
     ap.add_argument("--num_shards", type=int, default=4)
-    ap.add_argument("--exts", default=",".join(DEFAULT_EXTS))
+    ap.add_argument("--exts", default=",".join(e.lstrip(".") for e in IMAGE_EXTS))
     ap.add_argument("--tfds_name", default="", help="write a TFDS dataset of this name under --out instead")
     a = ap.parse_args(argv)
     if a.tfds_name:

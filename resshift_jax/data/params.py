@@ -9,6 +9,10 @@ Deviation from the reference, on purpose: the reference draws the resize scale/m
 Gaussian-vs-Poisson choice, the second-stage and the final-order choices once per *batch*
 (Python `random` in `prepare_data`); here every example draws its own, with the same
 probabilities and ranges, so the marginal distribution of a pair is the reference's.
+Likewise the gray Gaussian noise field: basicsr's `random_add_gaussian_noise_pt` draws one
+(H, W) gray field per *batch* (`torch.randn(*img.size()[2:4])`, scaled by each sample's
+sigma), so gray-noise samples of one batch share a pattern; here each example draws its own
+field (ops.add_gaussian_noise, from its noise seed). Poisson gray noise is per sample in both.
 """
 
 from __future__ import annotations

@@ -1,22 +1,23 @@
-"""Training data: grain host pipeline (decode, flip, crop/rescale, parameter draws) + device step.
+"""Training data, host side (grain: decode, flip, crop/rescale, parameter draws) and the device
+step's data function. `train/input.py` assembles them into the trainer's one dataset path
+(`build_row_dataset`, `TrainInput`); tests, benchmarks and scripts use that path too.
 
-Order of elements: the records of this host's shard (`ShardOptions`: records
-shard_index::shard_count, `ShardByJaxProcess` by default) are shuffled per epoch by
-(seed, epoch) and repeated. Element k of the stream is (epoch, record index); all of its
-randomness comes from `example_rng(seed, epoch, index)`, so the pair does not depend on the
-worker count, the batch size or on where the iterator was restored. A record that cannot be
+Every element is (epoch, record index); all of its randomness comes from
+`example_rng(seed, epoch, index)`, so the pair does not depend on the worker count, the batch
+size, the process count or on where the iterator was restored. A record that cannot be
 decoded is logged and replaced by the next record of the epoch order; the replacement is
 counted in the batch field `n_corrupt`, which the training loop sums (workers cannot share a
 counter).
 
-Batches are dicts of NumPy arrays: `hr` (B, gt, gt, 3) float32 in [0, 1], `index`, `epoch`,
-`n_corrupt`, and every degradation parameter of params.py stacked on axis 0. On device,
-`make_device_fn(cfg)` turns a batch into (lq, gt) in [-1, 1]; `make_train_pairs_fn(cfg)` adds
-the reference's NaN replacement and training-pair pool (state: a checkpointable pytree).
+Batches are dicts of NumPy arrays: `hr` (B, gt, gt, 3) float32 in [0, 1] (bicsr: with the
+cubic overshoot, as the reference), `index`, `epoch`, `n_corrupt`, and every degradation
+parameter of params.py stacked on axis 0. On device, `make_train_pairs_fn(cfg)` turns a batch
+into (lq, gt) in [-1, 1] with the reference's NaN replacement and training-pair pool (state: a
+checkpointable pytree).
 
 Host cost per crop is dominated by decoding (0.15 MP: PNG ~4 ms with OpenCV, ~2.7 ms with
 imagecodecs; JPEG ~1.5 ms), then INTER_AREA (~0.6 ms) and the parameter draws (~0.3 ms).
-OpenCV is used for decoding and INTER_AREA when installed (sources._cv2), else Pillow and
+OpenCV is used for decoding and INTER_AREA when installed (sources.OPENCV), else Pillow and
 NumPy; imagecodecs, when installed, decodes plain RGB PNGs (sources.decode_image). `LoadBatch`
 writes each example into its slot of the batch (no per-example copies to stack).
 """
@@ -24,12 +25,14 @@ writes each example into its slot of the batch (no per-example copies to stack).
 from __future__ import annotations
 
 import logging
+import pathlib
 
 import grain
 import numpy as np
 
 from resshift_jax.data import sources
 from resshift_jax.data.params import DegradationSpec, draw_params, example_rng, stack_params
+from resshift_jax.imageio import list_images
 from resshift_jax.resize import bicubic_matrix
 
 log = logging.getLogger(__name__)
@@ -61,9 +64,9 @@ def area_resize(img: np.ndarray, out_hw: tuple[int, int], use_cv2: bool = True,
     """cv2.INTER_AREA for shrinking on the float32 image (as the reference), float32 out
     (written into `out` when given: a C-contiguous float32 (*out_hw, c) array).
     OpenCV when installed (use_cv2), else exact area weights in NumPy (equal to ~1e-5 of 255)."""
-    if use_cv2 and sources._cv2 is not None:
+    if use_cv2 and sources.OPENCV is not None:
         src = np.ascontiguousarray(img, dtype=np.float32)
-        return sources._cv2.resize(src, (out_hw[1], out_hw[0]), dst=out, interpolation=sources._cv2.INTER_AREA)
+        return sources.OPENCV.resize(src, (out_hw[1], out_hw[0]), dst=out, interpolation=sources.OPENCV.INTER_AREA)
     x = img if img.shape[0] == out_hw[0] else _area_rows(img, out_hw[0])
     if x.shape[1] != out_hw[1]:
         x = _area_rows(np.ascontiguousarray(x.transpose(1, 0, 2)), out_hw[1]).transpose(1, 0, 2)
@@ -97,7 +100,7 @@ def rescale_crop(img: np.ndarray, rng: np.random.Generator, gt_size: int, rescal
         img = img[:, s - gt_size:] if hflip else img
         img = img[:gt_size, :gt_size]
     if hflip:  # flip the uint8 crop (resizing a freshly flipped float32 copy was ~4x slower)
-        img = sources._cv2.flip(np.ascontiguousarray(img), 1) if sources._cv2 is not None else img[:, ::-1]
+        img = sources.OPENCV.flip(np.ascontiguousarray(img), 1) if sources.OPENCV is not None else img[:, ::-1]
     if out is None:
         out = np.empty((gt_size, gt_size, 3), np.float32)
     if rescale_gt and s != gt_size:
@@ -138,8 +141,8 @@ class LoadBatch:
 
     def __setstate__(self, state):  # unpickled in a grain worker: workers are the parallelism
         self.__dict__.update(state)
-        if sources._cv2 is not None:
-            sources._cv2.setNumThreads(1)
+        if sources.OPENCV is not None:
+            sources.OPENCV.setNumThreads(1)
 
     def _decode(self, pos: int) -> tuple[np.ndarray, int]:
         """The image at local position `pos`, or of the first readable record after it, and the
@@ -159,7 +162,8 @@ class LoadBatch:
             top = int(rng.integers(0, img.shape[0] - self.gt_size + 1))
             left = int(rng.integers(0, img.shape[1] - self.gt_size + 1))
             img = img[top:top + self.gt_size, left:left + self.gt_size] / 255.0
-            out[...] = np.clip(dihedral(img, int(rng.integers(8))), 0, 1)
+            # not clipped: the reference (BicubicFromSource) keeps the cubic overshoot in the GT
+            out[...] = dihedral(img, int(rng.integers(8)))
             return
         flip = bool(self.use_hflip and rng.uniform() < 0.5)
         rescale_crop(img, rng, self.gt_size, self.rescale_gt, self.crop_pad_size, hflip=flip, out=out)
@@ -184,6 +188,12 @@ class LoadBatch:
 
 
 # ----------------------------------------------------------------------------- dataset
+def _folder(d) -> str:
+    if not pathlib.Path(d).is_dir():
+        raise FileNotFoundError(f"image folder not found: {d}")
+    return d
+
+
 def make_source(cfg_train):
     """The source named by the config: array_record_dir, tfds_name, or dir_paths + txt_file_path."""
     if cfg_train.get("array_record_dir", ""):
@@ -194,32 +204,11 @@ def make_source(cfg_train):
                                   image_key=cfg_train.get("tfds_image_key", "image"))
     paths = []
     if cfg_train.get("dir_paths", ()):
-        paths += sources.list_image_files(cfg_train.dir_paths, cfg_train.get("im_exts", ("png", "jpg")))
+        exts = cfg_train.get("im_exts", None) or None
+        paths += [str(f) for d in cfg_train.dir_paths for f in list_images(_folder(d), exts)[0]]
     if cfg_train.get("txt_file_path", ()):
         paths += sources.read_txt_lists(cfg_train.txt_file_path)
     return sources.FileSource(paths)
-
-
-def build_dataset(cfg, *, batch_size: int, seed: int = 0, source=None, shard_options=None,
-                  num_epochs: int | None = None, num_workers: int | None = None,
-                  drop_remainder: bool = True) -> grain.IterDataset:
-    """The training IterDataset of batches; `iter(ds)` is checkpointable (get_state/set_state)."""
-    train = cfg.data.train
-    spec = DegradationSpec.from_config(cfg)
-    source = make_source(train) if source is None else source
-    shard = shard_options or grain.sharding.ShardByJaxProcess(drop_remainder=True)
-    n = len(source)
-    local = np.arange(shard.shard_index, n, shard.shard_count)
-    if shard.drop_remainder:  # equal shard sizes keep hosts in step
-        local = local[: n // shard.shard_count]
-    if len(local) == 0:
-        raise ValueError(f"shard {shard.shard_index}/{shard.shard_count} of {n} records is empty")
-    m = len(local)
-    ds = grain.MapDataset.range(m).shuffle(seed=seed).repeat(num_epochs)
-    ds = ds.map_with_index(lambda k, pos: (k // m, pos))
-    # batch before the workers split the stream: batch composition does not depend on them
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(LoadBatch(source, local, train, spec, seed))
-    return to_iter_dataset(ds, train, num_workers)
 
 
 def to_iter_dataset(ds, train, num_workers: int | None = None):
@@ -232,34 +221,13 @@ def to_iter_dataset(ds, train, num_workers: int | None = None):
     return ds
 
 
-def make_device_fn(cfg, conv_method: str | None = None):
-    """jit(batch dict -> (lq, gt) in [-1, 1]); realesrgan or bicubic per `data.train.type`."""
-    import functools
-
-    import jax
-
-    from resshift_jax.data import degrade
-
-    if str(cfg.data.train.get("type", "realesrgan")) == "bicubic":
-        scale = float(cfg.data.train.degrade_kwargs.get("scale", 0.25))
-        return jax.jit(lambda batch: degrade.bicubic_degrade(batch["hr"], scale))
-    spec = DegradationSpec.from_config(cfg)
-    names = tuple(k for k in draw_params(example_rng(0, 0, 0), spec))
-
-    @functools.partial(jax.jit)
-    def fn(batch, key=None):
-        return degrade.realesrgan_degrade(batch["hr"], {k: batch[k] for k in names}, key,
-                                          spec=spec, conv_method=conv_method)
-    return fn
-
-
 def make_train_pairs_fn(cfg, conv_method: str | None = None, *, use_pool: bool = True, nan_check: bool = True):
     """The whole device side of a training step's data, as the reference's `prepare_data`:
     degradation (USM of the GT first when `degradation.use_sharp`), samples with NaN replaced
     (pool.replace_nan), then the training-pair pool (pool.pool_step), both realesrgan only.
 
     Returns (fn, init_pool): `fn(batch, pool_state, key=None) -> (lq, gt, pool_state, n_nan)`,
-    jitted with `pool_state` donated; `init_pool(batch_size, seed=0)` -> the initial pool state
+    jitted with `pool_state` donated; `init_pool(batch_size, seed=0, key=None)` -> the initial pool state
     (a dict pytree to checkpoint alongside the iterator state), None when there is no pool.
     """
     import jax
@@ -285,10 +253,11 @@ def make_train_pairs_fn(cfg, conv_method: str | None = None, *, use_pool: bool =
             state, lq, gt = pool.pool_step(state, lq, gt)
         return lq, gt, state, n_nan
 
-    def init_pool(batch_size: int, seed: int = 0):
+    def init_pool(batch_size: int, seed: int = 0, key=None):
         if not (realesrgan and use_pool):
             return None
         g = spec.gt_size
-        return pool.init_pool(pool.pool_size(cfg, batch_size), (g // spec.sf, g // spec.sf, 3), (g, g, 3), seed)
+        return pool.init_pool(pool.pool_size(cfg, batch_size), (g // spec.sf, g // spec.sf, 3), (g, g, 3), seed,
+                              key=key)
 
     return jax.jit(step, donate_argnums=1), init_pool

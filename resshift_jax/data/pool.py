@@ -39,10 +39,12 @@ def pool_size(cfg, batch_size: int) -> int:
     return size
 
 
-def init_pool(size: int, lq_shape, gt_shape, seed: int = 0, dtype=jnp.float32) -> dict:
-    """Empty pool state for pairs of per-sample shapes lq_shape / gt_shape (h, w, c)."""
+def init_pool(size: int, lq_shape, gt_shape, seed: int = 0, dtype=jnp.float32, *, key=None) -> dict:
+    """Empty pool state for pairs of per-sample shapes lq_shape / gt_shape (h, w, c); the
+    permutations come from `key` (a typed PRNG key) when given, else from key(seed)."""
+    key = jax.random.key(seed) if key is None else key
     return dict(lq=jnp.zeros((size, *lq_shape), dtype), gt=jnp.zeros((size, *gt_shape), dtype),
-                ptr=jnp.zeros((), jnp.int32), key=jax.random.key_data(jax.random.key(seed)))
+                ptr=jnp.zeros((), jnp.int32), key=jax.random.key_data(key))
 
 
 def place_pool(state: dict, rows_sharding, replicated_sharding) -> dict:

@@ -22,19 +22,6 @@ log = logging.getLogger(__name__)
 _MAGIC = b"RSJ1"
 
 
-def list_image_files(dir_paths, exts) -> list[str]:
-    """Recursive `**/*.ext` listing per folder and extension, each sorted (as the reference)."""
-    out: list[str] = []
-    for d in dir_paths:
-        d = pathlib.Path(d)
-        if not d.is_dir():
-            raise FileNotFoundError(f"image folder not found: {d}")
-        for ext in exts:
-            out.extend(sorted(str(p) for p in d.glob(f"**/*.{ext}")))
-    seen = set()
-    return [p for p in out if not (p in seen or seen.add(p))]
-
-
 def read_txt_lists(txt_paths) -> list[str]:
     """One image path per line, blank lines skipped."""
     out = []
@@ -167,15 +154,17 @@ class TfdsSource:
         return f"TfdsSource({self._args[0]!r}, split={self._args[2]!r}, {self._len} records)"
 
 
-try:  # OpenCV is optional: faster decoding and INTER_AREA; Pillow/NumPy otherwise
-    import cv2 as _cv2
+# Optional accelerators, public so the pipeline (INTER_AREA, flips) and benchmarks/tests (which
+# set them to None to measure or test the fallbacks) use the same switch.
+try:  # OpenCV: faster decoding and INTER_AREA; Pillow/NumPy otherwise
+    import cv2 as OPENCV
 except ImportError:  # pragma: no cover - e.g. the GPU machine has no opencv
-    _cv2 = None
+    OPENCV = None
 
-try:  # optional: its libpng + zlib-ng decodes PNG ~1.5x faster than OpenCV's build
-    import imagecodecs as _imagecodecs
+try:  # its libpng + zlib-ng decodes PNG ~1.5x faster than OpenCV's build
+    import imagecodecs as IMAGECODECS
 except ImportError:  # pragma: no cover
-    _imagecodecs = None
+    IMAGECODECS = None
 
 _PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -192,13 +181,13 @@ def _complete(payload: bytes) -> bool:
 def _decode_cv2(payload: bytes) -> np.ndarray | None:
     """8-bit RGB via cv2.imdecode(IMREAD_COLOR) as the reference (basicsr imfrombytes): gray
     replicated, alpha dropped, 16 bits shifted to 8, EXIF orientation applied. None if unusable."""
-    if _cv2 is None or not _complete(payload):
+    if OPENCV is None or not _complete(payload):
         return None
     buf = np.frombuffer(payload, np.uint8)
-    if hasattr(_cv2, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.10: decode straight to RGB
-        return _cv2.imdecode(buf, _cv2.IMREAD_COLOR_RGB)
-    a = _cv2.imdecode(buf, _cv2.IMREAD_COLOR)
-    return None if a is None else _cv2.cvtColor(a, _cv2.COLOR_BGR2RGB)
+    if hasattr(OPENCV, "IMREAD_COLOR_RGB"):  # OpenCV >= 4.10: decode straight to RGB
+        return OPENCV.imdecode(buf, OPENCV.IMREAD_COLOR_RGB)
+    a = OPENCV.imdecode(buf, OPENCV.IMREAD_COLOR)
+    return None if a is None else OPENCV.cvtColor(a, OPENCV.COLOR_BGR2RGB)
 
 
 def _png_chunk_types(payload: bytes):
@@ -219,10 +208,10 @@ def _plain_rgb_png(payload: bytes) -> bool:
 def _decode_png_imagecodecs(payload: bytes) -> np.ndarray | None:
     """uint8 (h, w, 3) via imagecodecs for complete plain RGB PNGs, else None (OpenCV/Pillow
     decide, and name any error)."""
-    if _imagecodecs is None or not (_plain_rgb_png(payload) and _complete(payload)):
+    if IMAGECODECS is None or not (_plain_rgb_png(payload) and _complete(payload)):
         return None
     try:
-        a = _imagecodecs.png_decode(payload)
+        a = IMAGECODECS.png_decode(payload)
     except Exception:  # noqa: BLE001 - left to the other decoders
         return None
     return a if a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 else None  # (h, w, 4): tRNS

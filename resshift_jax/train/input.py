@@ -63,10 +63,13 @@ class _Lookup:
         return self.ds[int(k)]
 
 
-def build_row_dataset(cfg, global_batch: int, rows: slice, seed: int, *, num_workers: int | None = None):
-    """grain IterDataset of this process's rows of each global batch (host dicts of NumPy)."""
+def build_row_dataset(cfg, global_batch: int, rows: slice, seed: int, *, num_workers: int | None = None,
+                      source=None):
+    """grain IterDataset of this process's rows of each global batch (host dicts of NumPy);
+    checkpointable (`get_state`/`set_state` of its iterator). `source`: the records (default:
+    the one `data.train` names, see data.pipeline.make_source)."""
     train = _resolved_train_cfg(cfg.data.train)
-    source = dpipe.make_source(train)
+    source = dpipe.make_source(train) if source is None else source
     n = len(source)
     if n == 0:
         raise FileNotFoundError(f"no training images in data.train ({train.get('dir_paths', ())} "
@@ -78,6 +81,20 @@ def build_row_dataset(cfg, global_batch: int, rows: slice, seed: int, *, num_wor
     ds = ds.batch(lb, drop_remainder=True).map(
         dpipe.LoadBatch(source, np.arange(n), train, DegradationSpec.from_config(cfg), seed))
     return dpipe.to_iter_dataset(ds, train, num_workers)
+
+
+# Device-side data streams: key(data_seed) folded with a tag. The tags are >= 2**31, so that no
+# data key can equal a train-state step key fold_in(key(train.seed), step) (steps < 2**31; in
+# jax's partitionable threefry split(k)[i] == fold_in(k, i), so the pool's first permutation key
+# split(key(seed))[1] was step 1's noise key when data_seed == train.seed, the default).
+STREAM_TAGS = {"pool": 0x8000_0001, "degradation": 0x8000_0002}
+
+
+def data_stream_keys(seed: int) -> dict:
+    """{'pool': the training-pair pool's permutation key, 'degradation': the root of the
+    per-step degradation noise (folded with the step)}, both apart from the train state's keys."""
+    root = jax.random.key(int(seed))
+    return {name: jax.random.fold_in(root, tag) for name, tag in STREAM_TAGS.items()}
 
 
 class TrainInput:
@@ -99,15 +116,15 @@ class TrainInput:
         use_pool = bool(cfg.degradation.get("use_queue", True)) if use_pool is None else use_pool
         inner, init_pool = dpipe.make_train_pairs_fn(cfg, use_pool=use_pool)
         bs4, rep = shd.batch_sharding(mesh, 4), shd.replicated(mesh)
-        pool_abs = jax.eval_shape(lambda: init_pool(self.gb, self.seed))
+        keys = data_stream_keys(self.seed)
+        pool_abs = jax.eval_shape(lambda: init_pool(self.gb, key=keys["pool"]))
         self.pool_shardings = None if pool_abs is None else dict(lq=bs4, gt=bs4, ptr=rep, key=rep)
         self.abstract_pool = pool_abs
         self.pool = None if pool_abs is None else jax.jit(
-            lambda: init_pool(self.gb, self.seed), out_shardings=self.pool_shardings)()
-        base_key = self.seed + 2
+            lambda: init_pool(self.gb, key=keys["pool"]), out_shardings=self.pool_shardings)()
 
         def pairs(batch, pool, step):
-            key = jax.random.fold_in(jax.random.key(base_key), step)
+            key = jax.random.fold_in(keys["degradation"], step)
             lq, gt, pool, n_nan = inner(batch, pool, key)
             return {"hr": gt, "lq": lq}, pool, n_nan
 
