@@ -1,17 +1,23 @@
-"""SRPipeline: pad -> bicubic x sf -> encode -> lax.scan sampler -> decode -> crop -> clamp,
-compiled as one XLA program per (batch, LR shape, noise mode), batch-sharded over a mesh.
+"""The sampler program of the reference `ResShiftSampler.sample_func`, as pure functions, and
+`SRPipeline`, which compiles it as one XLA program per (batch, LR shape, noise mode),
+batch-sharded over a mesh.
 
-This reproduces the reference `ResShiftSampler.sample_func`: reflect-pad the LR image at the
-bottom/right to a multiple of `padding_offset` (= model.lq_size), condition the UNet on the
-padded LR, decode with quantisation, crop to sf x the unpadded size and clamp to [-1, 1].
+`super_resolve` is the one definition of the program: reflect-pad the LR image at the
+bottom/right to a multiple of `padding_offset` (= model.lq_size), condition on it
+(`condition_latent`: bicubic ×sf, encode, × scale_factor), run the reverse chain as one
+`lax.scan`, decode with quantisation, crop to sf × the unpadded size and clamp to [-1, 1].
+`SRPipeline`, the compile-only check (`train/compile_check.py`) and, for the conditioning, the
+training loss (`train/step.py`) all call these functions, so they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -20,28 +26,52 @@ from resshift_jax.config import load_config
 from resshift_jax.resize import bicubic_upsample
 
 
+# ----------------------------------------------------------------------------- padding
 def padded_size(size: int, offset: int) -> int:
+    """The smallest multiple of `offset` that is >= `size`."""
     return int(math.ceil(size / offset) * offset)
 
 
-def reflect_pad(lq: jax.Array, offset: int) -> jax.Array:
-    """F.pad(mode='reflect') on the bottom/right up to multiples of `offset` (NHWC).
+def reflect_pad(x, offset: int):
+    """F.pad(mode='reflect') on the bottom/right up to multiples of `offset`, on (..., h, w, c).
 
-    For pads larger than the image (tiny inputs) the reflection repeats, which the reference
-    cannot do; for every size the reference accepts the result is identical.
+    One rule for both callers: a jax array (the batched program, NHWC) is padded with jnp, a
+    numpy array (a tile on the host, HWC) with numpy, so tiles never travel to a device just to be
+    padded. For pads larger than the image (tiny inputs) the reflection repeats, which the
+    reference cannot do; for every size the reference accepts the result is identical. A side of
+    one pixel has nothing to reflect and is repeated (edge mode).
     """
-    _, h, w, _ = lq.shape
+    h, w = x.shape[-3], x.shape[-2]
     ph, pw = padded_size(h, offset) - h, padded_size(w, offset) - w
     if ph == 0 and pw == 0:
-        return lq
-    if h == 1 or w == 1:
-        return jnp.pad(lq, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    return jnp.pad(lq, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect")
+        return x
+    pad = np.pad if isinstance(x, np.ndarray) else jnp.pad
+    widths = ((0, 0),) * (x.ndim - 3) + ((0, ph), (0, pw), (0, 0))
+    return pad(x, widths, mode="edge" if h == 1 or w == 1 else "reflect")
 
 
-def default_mesh() -> jax.sharding.Mesh:
-    """All devices (of all hosts) on one 'data' axis."""
-    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+# ----------------------------------------------------------------------------- the program
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+    """The constants of `sample_func`: the schedule, the scale factor sf, the latent scale
+    `scale_factor` and the padding offset (the reference passes model.lq_size)."""
+
+    schedule: schedule.Schedule
+    sf: int
+    scale_factor: float
+    padding_offset: int
+
+    @classmethod
+    def from_config(cls, cfg) -> "SamplerSpec":
+        return cls(schedule.from_config(cfg.diffusion), int(cfg.diffusion.sf),
+                   float(cfg.diffusion.scale_factor), int(cfg.inference.padding_offset))
+
+
+def condition_latent(vq: nnx.Module, lq: jax.Array, *, sf: int, scale_factor: float) -> jax.Array:
+    """z_y = scale_factor · E(bicubic_up_sf(lq)), in float32: the reference's
+    `encode_first_stage(y, up_sample=True)` (torch bicubic, no clamping, no quantisation)."""
+    y_up = bicubic_upsample(lq, sf) if sf != 1 else lq
+    return vq.encode(y_up).astype(jnp.float32) * scale_factor
 
 
 def per_image_noise(keys: jax.Array, latent_shape: tuple, num_steps: int, dtype=jnp.float32) -> jax.Array:
@@ -51,6 +81,40 @@ def per_image_noise(keys: jax.Array, latent_shape: tuple, num_steps: int, dtype=
     """
     noise = jax.vmap(lambda k: jax.random.normal(k, (num_steps + 1,) + tuple(latent_shape[1:]), dtype))(keys)
     return jnp.swapaxes(noise, 0, 1)
+
+
+def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.Array, *,
+                  keys: jax.Array | None = None, noise: jax.Array | None = None, return_all: bool = False):
+    """`sample_func` on a batch lq (B, h, w, 3) in [-1, 1] -> (B, sf·h, sf·w, 3) in [-1, 1].
+
+    Noise comes from one key per image (`keys`, shape (B,)) or is replayed (`noise`, shape
+    (T+1, B, *latent of the padded image), prior first). With `return_all` the intermediate
+    quantities come back too (z_y, the chain x_t, pred_xstart, the uncropped decode, padded lq).
+    """
+    if (keys is None) == (noise is None):
+        raise ValueError("super_resolve: give exactly one of `keys` or `noise`")
+    _, h, w, _ = lq.shape
+    lq = reflect_pad(lq.astype(jnp.float32), spec.padding_offset)
+    z_y = condition_latent(vq, lq, sf=spec.sf, scale_factor=spec.scale_factor)
+    if noise is None:
+        noise = per_image_noise(keys, z_y.shape, spec.schedule.num_timesteps)
+
+    def denoiser(x_in, t, cond):
+        return unet(x_in, t, cond).astype(jnp.float32)
+
+    x0, traj = diffusion.sample(spec.schedule, denoiser, z_y, lq, noise=noise.astype(jnp.float32),
+                                return_trajectory=True)
+    decoded = vq.decode(x0 / spec.scale_factor, quantize=True).astype(jnp.float32)
+    image = jnp.clip(decoded[:, : h * spec.sf, : w * spec.sf], -1.0, 1.0)
+    if not return_all:
+        return image
+    return dict(image=image, z_y=z_y, x_t=traj["x_t"], pred_xstart=traj["pred_xstart"],
+                decoded=decoded, lq_padded=lq)
+
+
+def default_mesh() -> jax.sharding.Mesh:
+    """All devices (of all hosts) on one 'data' axis."""
+    return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 class SRPipeline:
@@ -67,10 +131,9 @@ class SRPipeline:
     def __init__(self, unet: nnx.Module, vqgan: nnx.Module, config, *, mesh=None, donate: bool = False):
         cfg = load_config(config)
         self.config = cfg
-        self.schedule = schedule.from_config(cfg.diffusion)
-        self.sf = int(cfg.diffusion.sf)
-        self.scale_factor = float(cfg.diffusion.scale_factor)
-        self.padding_offset = int(cfg.inference.get("padding_offset", cfg.model.lq_size))
+        self.spec = SamplerSpec.from_config(cfg)
+        self.schedule, self.sf = self.spec.schedule, self.spec.sf
+        self.scale_factor, self.padding_offset = self.spec.scale_factor, self.spec.padding_offset
         self.mesh = mesh if mesh is not None else default_mesh()
         replicated = NamedSharding(self.mesh, P())
         self._unet_def, unet_state = nnx.split(unet)
@@ -83,25 +146,8 @@ class SRPipeline:
     def _program(self, states, lq, noise_or_keys, *, use_keys: bool, return_all: bool):
         unet = nnx.merge(self._unet_def, states[0])
         vq = nnx.merge(self._vq_def, states[1])
-        _, h, w, _ = lq.shape
-        lq = reflect_pad(lq.astype(jnp.float32), self.padding_offset)
-        y_up = bicubic_upsample(lq, self.sf) if self.sf != 1 else lq
-        z_y = vq.encode(y_up).astype(jnp.float32) * self.scale_factor
-        if use_keys:
-            noise = per_image_noise(noise_or_keys, z_y.shape, self.schedule.num_timesteps)
-        else:
-            noise = noise_or_keys.astype(jnp.float32)
-
-        def denoiser(x_in, t, cond):
-            return unet(x_in, t, cond).astype(jnp.float32)
-
-        x0, traj = diffusion.sample(self.schedule, denoiser, z_y, lq, noise=noise, return_trajectory=True)
-        decoded = vq.decode(x0 / self.scale_factor, quantize=True).astype(jnp.float32)
-        image = jnp.clip(decoded[:, : h * self.sf, : w * self.sf], -1.0, 1.0)
-        if not return_all:
-            return image
-        return dict(image=image, z_y=z_y, x_t=traj["x_t"], pred_xstart=traj["pred_xstart"],
-                    decoded=decoded, lq_padded=lq)
+        given = dict(keys=noise_or_keys) if use_keys else dict(noise=noise_or_keys)
+        return super_resolve(self.spec, unet, vq, lq, return_all=return_all, **given)
 
     def _compiled(self, use_keys: bool, return_all: bool):
         key = (use_keys, return_all)

@@ -15,18 +15,20 @@ coordinates and blended:
 `TiledRunner` streams images through a batch function `process(lq (B, hp, wp, 3), keys (B,))`
 (an `SRPipeline` call): tiles whose padded shape agrees are batched together up to `bs`
 across images; every tile gets its own key `fold_in(image_key, tile_index)`, so a result does
-not depend on how tiles were batched.
+not depend on how tiles were batched. Tiles are padded on the host by `pipeline.reflect_pad`,
+the one padding rule of the sampler program.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import defaultdict
 from typing import Callable, Iterable, Iterator
 
 import jax
 import numpy as np
+
+from resshift_jax.pipeline import reflect_pad
 
 BLENDS = ("official", "feather")
 
@@ -92,22 +94,6 @@ def tile_weights(h: int, w: int, chop_size: int, stride: int, sf: int, blend: st
     rh = feather_ramps(hs, min(chop_size, h), sf)
     rw = feather_ramps(ws, min(chop_size, w), sf)
     return [np.outer(a, b) for a in rh for b in rw]
-
-
-# ----------------------------------------------------------------------------- padding
-def padded_size(size: int, offset: int) -> int:
-    return int(math.ceil(size / offset) * offset)
-
-
-def reflect_pad(x: np.ndarray, offset: int) -> np.ndarray:
-    """(h, w, c) -> bottom/right reflect padding up to multiples of `offset` (numpy), the same
-    rule as `pipeline.reflect_pad` (reflection repeats for pads larger than the image)."""
-    h, w = x.shape[:2]
-    ph, pw = padded_size(h, offset) - h, padded_size(w, offset) - w
-    if ph == 0 and pw == 0:
-        return x
-    mode = "edge" if h == 1 or w == 1 else "reflect"
-    return np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
 # ----------------------------------------------------------------------------- blending

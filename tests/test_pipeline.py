@@ -1,5 +1,6 @@
-"""SRPipeline against the reference sampler runs (sampler_tiny_*.npz): tiny UNet + tiny VQ loaded
-from the official-format .pth fixtures, every noise draw replayed."""
+"""The sampler program (`condition_latent`, `super_resolve`) and SRPipeline against the reference
+sampler runs (sampler_tiny_*.npz, vq_tiny_io.npz): tiny UNet + tiny VQ loaded from the
+official-format .pth fixtures, every noise draw replayed."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from resshift_jax import SRPipeline, load_config, load_unet, load_vqgan
+from resshift_jax.pipeline import condition_latent
 
 
 def to_nhwc(a):
@@ -24,6 +26,16 @@ def tiny_config(version):
 def models(fixtures_dir):
     cfg = load_config("tiny")
     return (load_unet(fixtures_dir / "unet_tiny.pth", cfg), load_vqgan(fixtures_dir / "vq_tiny.pth", cfg))
+
+
+def test_condition_latent_is_encode_first_stage(models, fixtures_dir):
+    """z_y = encode(bicubic_x4(y_lq)) * scale_factor, the reference's encode_first_stage(up_sample=True)
+    (sampler_z_y of vq_tiny_io.npz); the training loss conditions through the same function."""
+    io = np.load(fixtures_dir / "vq_tiny_io.npz")
+    z_y = condition_latent(models[1], jnp.asarray(to_nhwc(io["sampler_y_lq"])), sf=4, scale_factor=1.0)
+    assert z_y.dtype == jnp.float32
+    # the fixture README's tolerance for vq_tiny_io's continuous outputs
+    np.testing.assert_allclose(z_y, to_nhwc(io["sampler_z_y"]), rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["sampler_tiny_v1", "sampler_tiny_v3", "sampler_tiny_v3_padded"])

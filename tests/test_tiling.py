@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resshift_jax import tiling
+from resshift_jax import pipeline, tiling
 
 SF = 4
 
@@ -121,9 +121,14 @@ def test_runner_batches_across_images_and_is_batch_invariant():
     assert any(c[0] > 1 and c[1:3] == (32, 32) for c in calls4)
 
 
-def test_reflect_pad_matches_pipeline():
-    pipeline = pytest.importorskip("resshift_jax.pipeline")
+def test_reflect_pad_numpy_tiles_match_the_jax_program():
+    """Tiles are padded on the host (numpy branch), the batched program pads with jnp: one rule."""
     for h, w in [(20, 30), (5, 3), (1, 7), (32, 16), (40, 41)]:
         x = np.random.default_rng(h * w).normal(size=(h, w, 3)).astype(np.float32)
         ref = np.asarray(pipeline.reflect_pad(jnp.asarray(x)[None], 16))[0]
-        np.testing.assert_array_equal(tiling.reflect_pad(x, 16), ref)
+        host = pipeline.reflect_pad(x, 16)
+        assert isinstance(host, np.ndarray) and host.shape == (pipeline.padded_size(h, 16), pipeline.padded_size(w, 16), 3)
+        np.testing.assert_array_equal(host, ref)
+    # reflection excludes the edge (torch F.pad 'reflect'): rows 0..4 -> 0..4, 3, 2
+    col = np.arange(5, dtype=np.float32).reshape(5, 1, 1) * np.ones((5, 2, 1), np.float32)
+    np.testing.assert_array_equal(pipeline.reflect_pad(col, 8)[:, 0, 0], [0, 1, 2, 3, 4, 3, 2, 1])

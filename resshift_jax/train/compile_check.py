@@ -19,10 +19,11 @@ import time
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
+from resshift_jax import sharding as shd
 from resshift_jax.config import load_config
-from resshift_jax.resize import bicubic_upsample
+from resshift_jax.pipeline import SamplerSpec, super_resolve
 from resshift_jax.train.models import build_models, compute_dtype, tree_bytes
 from resshift_jax.train.step import Trainer
 
@@ -55,18 +56,16 @@ def memory_report(compiled) -> dict:
             "peak_per_chip_gib": (arg + out + tmp - alias + code) / GiB}
 
 
-def inference_program(cfg, nets, mesh):
-    """encode(bicubic(lq)) -> lax.scan sampler -> decode, batch-sharded (as SRPipeline)."""
-    from flax import nnx
-    sched = schedule_lib.from_config(cfg.diffusion)
-    sf = int(cfg.diffusion.sf)
+def inference_program(cfg, nets):
+    """`pipeline.super_resolve` on the EMA-shaped UNet parameters and the frozen state:
+    run(params, frozen, lq (B, h, w, 3), keys (B,)) -> (B, sf·h, sf·w, 3), the program SRPipeline
+    compiles in key mode (padding, conditioning, sampler, decode, crop and clamp included)."""
+    spec = SamplerSpec.from_config(cfg)
 
-    def run(params, frozen, lq, key):
+    def run(params, frozen, lq, keys):
         unet = nnx.merge(nets.unet_def, params, frozen["unet_rest"])
         vq = nnx.merge(nets.vq_def, frozen["vq"])
-        z_y = vq.encode(bicubic_upsample(lq, sf)).astype(jnp.float32)
-        x0 = diffusion.sample(sched, lambda x, t, c: unet(x, t, c).astype(jnp.float32), z_y, lq, key=key)
-        return jnp.clip(vq.decode(x0, quantize=True).astype(jnp.float32), -1, 1)
+        return super_resolve(spec, unet, vq, lq, keys=keys)
     return run
 
 
@@ -104,15 +103,16 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     ib = -(-ib // shd.batch_size_divisor(mesh)) * shd.batch_size_divisor(mesh)
     lq = int(lq_size or cfg.model.lq_size)
     rep = shd.replicated(mesh)
-    fn = jax.jit(inference_program(cfg, nets, mesh),
-                 in_shardings=(trainer.state_shardings.ema_params, rep, bsh, rep), out_shardings=bsh)
+    keys_sh = shd.batch_sharding(mesh, 1)
+    fn = jax.jit(inference_program(cfg, nets),
+                 in_shardings=(trainer.state_shardings.ema_params, rep, bsh, keys_sh), out_shardings=bsh)
     abs_params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, jnp.float32, sharding=s),
                               nets.unet_params, trainer.state_shardings.ema_params)
     abs_frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), nets.frozen)
-    key_abs = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=rep)
+    keys_abs = jax.ShapeDtypeStruct((ib,), jax.random.key(0).dtype, sharding=keys_sh)
     t0 = time.perf_counter()
     compiled_i = fn.lower(abs_params, abs_frozen,
-                          jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), key_abs).compile()
+                          jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), keys_abs).compile()
     report["infer_compile_s"] = time.perf_counter() - t0
     report["infer_batch"], report["infer_lq"] = ib, lq
     report["infer"] = memory_report(compiled_i)

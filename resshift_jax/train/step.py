@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from flax import nnx
 
 from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
-from resshift_jax.resize import bicubic_upsample
+from resshift_jax.pipeline import condition_latent
 from resshift_jax.train import state as state_lib
 
 
@@ -84,8 +84,7 @@ def make_loss_fn(cfg, nets, sched):
         vq = nnx.merge(nets.vq_def, frozen["vq"])
         k_t, k_noise = jax.random.split(key)
         m = hr.shape[0]
-        y_up = bicubic_upsample(lq, sf) if sf != 1 else lq
-        z_y = jax.lax.stop_gradient(vq.encode(y_up).astype(jnp.float32)) * scale_factor
+        z_y = jax.lax.stop_gradient(condition_latent(vq, lq, sf=sf, scale_factor=scale_factor))
         z0 = jax.lax.stop_gradient(vq.encode(hr).astype(jnp.float32)) * scale_factor
         t = diffusion.sample_timesteps(sched, k_t, m)
         noise = jax.random.normal(k_noise, z0.shape, jnp.float32)
