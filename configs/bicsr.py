@@ -7,13 +7,13 @@ def get_config():
     cfg = base_config(steps=4, min_noise_level=0.2, lr_schedule="cosin", batch=96, microbatch=12,
                       iterations=400000, loss_coef=(1.0, 1.0))
     cfg.name = "bicsr"
-    cfg.unet_ckpt_name = "resshift_bicsrx4_s4.pth"
     cfg.autoencoder.ckpt_path = "weights/autoencoder_vq_f4.pth"
     cfg.train.log_freq = (1000, 2000, 1)
-    cfg.train.compile.flag = True
     cfg.data.train.type = "bicubic"
-    # bicsr pairs: GT short side resized to pch_size, random crop, MATLAB bicubic x0.25 (antialiased)
-    cfg.data.train.degrade_kwargs = dict(scale=0.25, activate_matlab=True, resize_back=False,
-                                         pch_size=256, pass_smallmaxresize=False,
-                                         pass_aug=False, pass_crop=False)
+    # bicsr pairs: a gt_size crop of the GT, LQ = its MATLAB bicubic resize (antialiased) by
+    # data.train.degrade_kwargs.scale (0.25). The reference's other degrade_kwargs are this
+    # path's fixed behaviour: activate_matlab=True, resize_back=False, pch_size = gt_size.
+    # validation as the reference's bicsr config: bicubic LQ made from GT images (evaluation.val_pairs)
+    cfg.data.val.type = "bicubic"
+    cfg.data.val.dir_path = "../shared/data/Val_SR/gt"
     return cfg

@@ -7,5 +7,4 @@ def get_config():
     cfg = base_config(steps=15, min_noise_level=0.04, lr_schedule="", batch=64, microbatch=8,
                       iterations=300000, loss_coef=(1.0, 0.0))
     cfg.name = "realsr_v1"
-    cfg.unet_ckpt_name = "resshift_realsrx4_s15_v1.pth"
     return cfg

@@ -7,5 +7,4 @@ def get_config():
     cfg = base_config(steps=4, min_noise_level=0.2, lr_schedule="cosin", batch=96, microbatch=12,
                       iterations=400000, loss_coef=(1.0, 1.0))
     cfg.name = "realsr_v3"
-    cfg.unet_ckpt_name = "resshift_realsrx4_s4_v3.pth"
     return cfg

@@ -35,6 +35,7 @@ def get_config():
     t.log_freq = (10, 100, 1)
     t.use_amp = False
     t.seed = 123
+    t.data_seed = 123
     cfg.degradation.gt_size = 128  # 32x32 latents: the tiny UNet needs multiples of 32
     cfg.data.train.gt_size = 128
     cfg.data.train.crop_pad_size = 128

@@ -4,14 +4,26 @@ The key names follow the official ResShift YAML files (``model.*``, ``autoencode
 ``diffusion.*``, ``degradation.*``, ``data.*``, ``train.*``), with the YAML's ``params``
 level folded away (``diffusion.params.steps`` -> ``diffusion.steps``), so a user of the
 official code finds every setting under the name they know.
+
+Every key here is read by some code (tests/test_config.py checks both directions), and the
+entry points lock the config, so an override of a key that is not declared fails with a message
+(`check_overrides`) instead of doing nothing. Official keys that would change nothing here are
+left out: the `target` names, `model.dims`/`use_fp16`/`ckpt_path` (2-D only; dtypes come from
+`train.use_amp` and `--dtype`), `autoencoder.use_fp16`, `ddconfig.padding_mode` (zeros),
+`degradation.resize_back`, `data.train.use_rot`, and the PyTorch-specific
+`train.num_workers`/`prefetch_factor`/`compile`/`global_seeding`/`use_ema_val`/`val_*`
+(validation always uses the EMA weights and PSNR on Y).
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import pathlib
+import sys
 
 import ml_collections
+from absl import app
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro")
@@ -20,8 +32,6 @@ CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro")
 def unet_config() -> ml_collections.ConfigDict:
     """`model.params` of the realsr/bicsr YAMLs (UNetModelSwin)."""
     return ml_collections.ConfigDict(dict(
-        target="models.unet.UNetModelSwin",
-        ckpt_path="",
         image_size=64,
         in_channels=3,
         model_channels=160,
@@ -31,8 +41,6 @@ def unet_config() -> ml_collections.ConfigDict:
         channel_mult=(1, 2, 2, 4),
         num_res_blocks=(2, 2, 2, 2),
         conv_resample=True,
-        dims=2,
-        use_fp16=False,
         num_head_channels=32,
         use_scale_shift_norm=True,
         resblock_updown=False,
@@ -49,9 +57,7 @@ def unet_config() -> ml_collections.ConfigDict:
 def autoencoder_config() -> ml_collections.ConfigDict:
     """`autoencoder` section: VQModelTorch, f4, 8192 x 3 codebook."""
     return ml_collections.ConfigDict(dict(
-        target="ldm.models.autoencoder.VQModelTorch",
         ckpt_path="weights/autoencoder_vq_f4.pth",
-        use_fp16=True,  # read by no code in the reference; kept for familiarity
         embed_dim=3,
         n_embed=8192,
         ddconfig=dict(
@@ -65,7 +71,6 @@ def autoencoder_config() -> ml_collections.ConfigDict:
             num_res_blocks=2,
             attn_resolutions=(),
             dropout=0.0,
-            padding_mode="zeros",
         ),
     ))
 
@@ -73,7 +78,6 @@ def autoencoder_config() -> ml_collections.ConfigDict:
 def diffusion_config(steps: int, min_noise_level: float) -> ml_collections.ConfigDict:
     """`diffusion.params` of create_gaussian_diffusion, plus the w_t scheme of this project."""
     return ml_collections.ConfigDict(dict(
-        target="models.script_util.create_gaussian_diffusion",
         sf=4,
         schedule_name="exponential",
         schedule_kwargs=dict(power=0.3),
@@ -116,8 +120,9 @@ def degradation_config() -> ml_collections.ConfigDict:
         gray_noise_prob2=0.4,
         jpeg_range2=(30.0, 95.0),
         gt_size=256,
-        resize_back=False,
         use_sharp=False,
+        use_queue=True,  # the reference's training-pair queue (batch pool) that mixes degradations
+        queue_size=0,  # pairs in the queue; 0 = 10 x the micro-batch
     ))
 
 
@@ -134,6 +139,8 @@ def realesrgan_data_config() -> ml_collections.ConfigDict:
             array_record_dir="",
             tfds_name="",
             tfds_data_dir="",
+            tfds_split="train",
+            tfds_image_key="image",
             im_exts=("png", "jpg", "jpeg", "JPEG", "bmp", "tif", "tiff", "webp"),
             blur_kernel_size=21,
             kernel_list=KERNEL_LIST,
@@ -153,13 +160,13 @@ def realesrgan_data_config() -> ml_collections.ConfigDict:
             gt_size=256,
             crop_pad_size=300,
             use_hflip=True,
-            use_rot=False,
             rescale_gt=True,
-            num_workers=0,
-            prefetch_buffer=2,
+            num_workers=0,  # grain worker processes (0: in-process)
+            # type="bicubic" (bicsr): LQ = MATLAB bicubic resize of the GT crop by `scale`
+            degrade_kwargs=dict(scale=0.25),
         ),
         val=dict(
-            type="base",
+            type="base",  # base: LQ dir_path + GT extra_dir_path; bicubic: GT dir_path, LQ = MATLAB bicubic
             dir_path="../shared/data/Val_SR/lq",
             extra_dir_path="../shared/data/Val_SR/gt",
             im_exts=("png",),
@@ -178,8 +185,7 @@ def train_config(*, lr_schedule: str, batch: int, microbatch: int, iterations: i
         warmup_iterations=5000,
         batch=(batch, 8),  # [train, val]
         microbatch=microbatch,
-        num_workers=6,
-        prefetch_factor=2,
+        accum_steps=0,  # micro-batches per step; 0 = batch / (microbatch x data-parallel size)
         weight_decay=0.0,
         ema_rate=0.999,
         iterations=iterations,
@@ -187,14 +193,9 @@ def train_config(*, lr_schedule: str, batch: int, microbatch: int, iterations: i
         val_freq=10000,
         log_freq=(200, 2000, 1),  # [training loss, training images, val images]
         loss_coef=tuple(loss_coef),  # [mse, lpips]
-        use_ema_val=True,
-        val_y_channel=True,
-        val_resolution=64,
-        val_padding_mode="reflect",
         use_amp=True,  # resshift-jax: bfloat16 compute when True (fp32 master weights)
-        seed=123456,
-        global_seeding=False,
-        compile=dict(flag=False, mode="reduce-overhead"),
+        seed=123456,  # UNet initialisation, t and noise draws
+        data_seed=123456,  # order, crops, flips and degradations of the training data
         # resshift-jax additions
         grad_clip=0.0,  # 0 = off (the reference does not clip)
         max_bad_steps=20,  # NaN/Inf updates skipped before stopping
@@ -219,9 +220,6 @@ def inference_config() -> ml_collections.ConfigDict:
         padding_offset=64,  # = model.lq_size
         chop_size=512,
         chop_stride=448,
-        seed=12345,
-        bs=1,
-        dtype="fp32",
         blend="feather",
     ))
 
@@ -229,8 +227,6 @@ def inference_config() -> ml_collections.ConfigDict:
 def base_config(*, steps: int, min_noise_level: float, lr_schedule: str, batch: int,
                 microbatch: int, iterations: int, loss_coef) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
-    cfg.trainer = ml_collections.ConfigDict(dict(
-        target="trainer.TrainerDifIRLPIPS" if loss_coef[1] > 0 else "trainer.TrainerDifIR"))
     cfg.model = unet_config()
     cfg.autoencoder = autoencoder_config()
     cfg.diffusion = diffusion_config(steps, min_noise_level)
@@ -241,8 +237,6 @@ def base_config(*, steps: int, min_noise_level: float, lr_schedule: str, batch: 
     cfg.sharding = sharding_config()
     cfg.inference = inference_config()
     cfg.name = ""
-    cfg.unet_url = ""
-    cfg.unet_ckpt_name = ""
     return cfg
 
 
@@ -264,3 +258,69 @@ def load_config(config) -> ml_collections.ConfigDict:
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path} has no get_config()")
     return module.get_config()
+
+
+# ----------------------------------------------------------------------------- command-line overrides
+class UnknownConfigKeyError(KeyError):
+    """A `--config.a.b=value` override names a key the config does not declare."""
+
+    def __str__(self):  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
+def override_keys(argv, flag: str = "config") -> list[str]:
+    """Dotted keys that `argv` overrides: `--config.train.lr=1e-4`, `--config.train.lr 1e-4`,
+    `--noconfig.train.use_amp` (absl's boolean negation)."""
+    keys = []
+    for arg in argv:
+        for prefix in (f"--{flag}.", f"--no{flag}."):
+            if arg.startswith(prefix):
+                keys.append(arg[len(prefix):].split("=", 1)[0])
+    return keys
+
+
+def config_file_arg(argv, flag: str = "config") -> str | None:
+    """The value of `--config=X` / `--config X` in `argv` (None when absent)."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{flag}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{flag}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def check_overrides(argv, flag: str = "config") -> None:
+    """Raise UnknownConfigKeyError for the first `--config.KEY` override in `argv` whose KEY the
+    config file does not declare, naming the section's keys and the closest matches.
+
+    ml_collections already refuses such an override on a locked config, but with a bare
+    `AttributeError: 'key'` and a traceback; entry points call this first (absl flags_parser)."""
+    source = config_file_arg(argv, flag)
+    if source is None:
+        return  # absl reports the missing required flag
+    cfg = load_config(source)
+    for key in override_keys(argv, flag):
+        node, done = cfg, []
+        for part in key.split("."):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                where = ".".join(done) or "the config"
+                known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                close = difflib.get_close_matches(part, known, n=3)
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                listing = f" ({where} has: {', '.join(known)})" if known else f" ({where} is a value, not a section)"
+                raise UnknownConfigKeyError(
+                    f"--{flag}.{key}: {source} declares no key {key!r}{hint}{listing}. Every config key is "
+                    "declared in resshift_jax/config.py; an undeclared key would be ignored, so it is refused.")
+            node = node[part]
+            done.append(part)
+
+
+def absl_flags_parser(argv):
+    """An `absl.app.run(main, flags_parser=...)` parser: `check_overrides`, then absl's parsing
+    (which applies the overrides to the locked config). Exits with absl's usage message."""
+    try:
+        check_overrides(argv)
+    except (UnknownConfigKeyError, ValueError, FileNotFoundError) as e:
+        print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+        sys.exit(1)
+    return app.parse_flags_with_usage(argv)

@@ -96,8 +96,8 @@ def ref_forward(tiny, io):
 def test_tiny_config_matches_fixture_kwargs(kwargs_json):
     cfg = load_config("tiny").model
     for key, value in kwargs_json["kwargs"].items():
-        if key in ("dims", "use_fp16"):
-            assert (key, cfg[key]) == (key, value)
+        if key in ("dims", "use_fp16"):  # fixed here (2-D; dtype set by the caller): not config keys
+            assert (key, value) in (("dims", 2), ("use_fp16", False))
             continue
         ours = cfg[key]
         assert (list(ours) if isinstance(ours, tuple) else ours) == value, key
