@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Create .venv with Python 3.12 (if missing) and install a requirements file into it
-# (default requirements.txt; test.sh passes requirements-test.txt, which includes it).
-# Used by run.sh and test.sh; safe to run repeatedly (reinstalls only when requirements change).
+# Create .venv with Python 3.12 (if missing) and install this project into it, editable:
+#   bash scripts/setup_env.sh        -> pip install -e .        (requirements.txt; run.sh)
+#   bash scripts/setup_env.sh test   -> pip install -e .[test]  (+ requirements-test.txt; test.sh)
+# pyproject.toml reads its dependencies from the requirements files, so they stay the one list.
+# Safe to run repeatedly: it reinstalls only when pyproject.toml or a requirements file changes,
+# so later runs need no network. setuptools is installed into .venv and the build runs without
+# isolation, so an editable install needs nothing beyond what pip has already fetched once.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -16,12 +20,17 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   $PY -m venv .venv
 fi
-req="${1:-requirements.txt}"
-stamp=".venv/.${req%.txt}.sha"
-want=$(cat requirements*.txt | sha256sum | cut -d' ' -f1)
+case "${1:-}" in
+  "") target="." ;;
+  test | requirements-test.txt) target=".[test]" ;;  # (the file name: what older callers passed)
+  *) echo "error: setup_env.sh [test], got '$1'" >&2; exit 2 ;;
+esac
+stamp=".venv/.install${1:+-test}.sha"
+want=$(cat pyproject.toml requirements*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing $req into .venv (log: .venv/pip.log)"
-  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -r "$req"; } > .venv/pip.log 2>&1; then
+  echo "setup: pip install -e '$target' into .venv (log: .venv/pip.log)"
+  if ! { .venv/bin/python -m pip install --upgrade pip "setuptools>=69" \
+         && .venv/bin/python -m pip install --no-build-isolation -e "$target"; } > .venv/pip.log 2>&1; then
     tail -n 40 .venv/pip.log >&2
     echo "error: pip install failed (full log: .venv/pip.log)" >&2
     exit 2
