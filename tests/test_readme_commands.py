@@ -104,7 +104,7 @@ def _parse_only(kind, target, args, monkeypatch):
         flags_parser(list(sys.argv if argv is None else argv))
         raise _Parsed(flags.FLAGS)
 
-    before = set(flags.FLAGS)
+    before, was_parsed = set(flags.FLAGS), flags.FLAGS.is_parsed()
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_args)
     monkeypatch.setattr(app, "run", absl_run)
     monkeypatch.setattr(sys, "argv", [target, *args])
@@ -125,6 +125,8 @@ def _parse_only(kind, target, args, monkeypatch):
         for name in set(flags.FLAGS) - before:  # the absl CLIs define their flags on the global FLAGS
             delattr(flags.FLAGS, name)
         flags.FLAGS.unparse_flags()
+        if was_parsed:  # leave absl's global state as the rest of the session had it
+            flags.FLAGS.mark_as_parsed()
     pytest.fail(f"`{target}` returned without parsing arguments")
 
 
