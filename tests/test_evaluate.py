@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from resshift_jax import evaluate as E
+from resshift_jax import evaluation as ev
 from resshift_jax import metrics as M
 
 NAMES = ["ILSVRC2012_val_00000067", "ILSVRC2012_val_00000073", "ILSVRC2012_val_00000079"]
@@ -48,7 +49,7 @@ def test_cli_writes_csv_json_markdown(folders, tmp_path, capsys):
     assert summary["num_images"] == 3 and summary["metrics"]["psnr"]["n"] == 3
     assert summary["metrics"]["psnr"]["mean"] == pytest.approx(np.mean(want_p))
     assert summary["metrics"]["ssim"]["mean"] == pytest.approx(np.mean(want_s))
-    assert "niqe_image_params.mat" in summary["niqe_model"]
+    assert "niqe_pris_params.npz" in summary["niqe_model"]
     md = (out / "results.md").read_text()
     assert md.startswith("| metric | mean |") and "| PSNR |" in md and "| NIQE |" in md
     assert "| PSNR |" in capsys.readouterr().out
@@ -60,9 +61,9 @@ def test_pairing_by_stem_and_errors(folders, tmp_path, capsys):
     pj = tmp_path / "pred_jpg"
     pj.mkdir()
     Image.open(pred / f"{NAMES[0]}.png").save(pj / f"{NAMES[0]}.jpg", quality=95)
-    with pytest.raises(E.EvaluationError, match="without prediction"):
-        E.pair_images(pj, gt)
-    assert [s for s, _, _ in E.pair_images(pj, gt, allow_unpaired=True)] == [NAMES[0]]
+    with pytest.raises(ev.EvaluationError, match="without prediction"):
+        ev.paired_files(pj, gt)
+    assert [s for s, _, _ in ev.paired_files(pj, gt, allow_unpaired=True)] == [NAMES[0]]
     # missing ground truth: clear message, exit code 2
     extra = tmp_path / "pred_extra"
     shutil.copytree(pred, extra)
@@ -75,8 +76,8 @@ def test_pairing_by_stem_and_errors(folders, tmp_path, capsys):
     small.mkdir()
     for n in NAMES:
         Image.open(pred / f"{n}.png").resize((128, 128)).save(small / f"{n}.png")
-    with pytest.raises(E.EvaluationError, match=r"size mismatch .*128x128.*256x256"):
-        E.evaluate_pairs(E.pair_images(small, gt), ["psnr"])
+    with pytest.raises(ev.EvaluationError, match=r"size mismatch .*128x128.*256x256"):
+        ev.score_files(ev.paired_files(small, gt), ["psnr"])
     # other usage errors
     for argv, msg in [(["--pred", str(pred), "--metrics", "psnr"], "need --gt"),
                       (["--pred", str(pred), "--gt", str(gt), "--metrics", "psnr,fid"], "unknown metric"),

@@ -17,6 +17,7 @@ import pytest
 
 from resshift_jax import study
 from resshift_jax.config import load_config
+from resshift_jax.evaluation import val_pairs
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MICRO = ["--config.train.iterations=3", "--config.train.save_freq=100", "--config.data.train.gt_size=32",
@@ -153,12 +154,12 @@ def test_val_pairs_crop_and_tables(tmp_path):
     c = cfg()
     rc = study.run_config(c, study.scheme_specs(c)[0], 0)
     rc.data.val.length = 2
-    names, lq, gt = study.load_val_pairs(rc, 16)
-    assert len(names) == 2 and names == sorted(names)
-    assert lq[0].shape == (16, 16, 3) and gt[0].shape == (64, 64, 3)
-    _, lq_full, gt_full = study.load_val_pairs(rc)
-    np.testing.assert_array_equal(lq[0], lq_full[0][24:40, 24:40])
-    np.testing.assert_array_equal(gt[0], gt_full[0][96:160, 96:160])
+    crops, full = val_pairs(rc, crop=16), val_pairs(rc)  # the study's pairs: study.val_crop = 16
+    names = [p.name for p in crops]
+    assert len(names) == 2 and names == sorted(names) == [p.name for p in full]
+    assert crops[0].lq.shape == (16, 16, 3) and crops[0].gt.shape == (64, 64, 3)
+    np.testing.assert_array_equal(crops[0].lq, full[0].lq[24:40, 24:40])
+    np.testing.assert_array_equal(crops[0].gt, full[0].gt[96:160, 96:160])
     # tables from synthetic rows: mean ± sample std over seeds
     specs = study.scheme_specs(c)[:2]
     rows = [dict(run=study.run_name(s["label"], k), scheme=s["label"], seed=k, psnr=20.0 + k + i, ssim=0.5,
