@@ -22,9 +22,15 @@ import sys
 import time
 import zlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from tqdm import tqdm
 
 from resshift_jax import download, imageio, tiling
+from resshift_jax.config import load_config
+from resshift_jax.pipeline import SRPipeline
+from resshift_jax.weights import load_unet, load_vqgan
 
 _DEFAULT_STRIDE = {512: 448, 256: 224, 64: 48}  # inference_resshift.py, scale 4
 _CONFIG_OF = {("realsr", "v1"): "realsr_v1", ("realsr", "v2"): "realsr_v2", ("realsr", "v3"): "realsr_v3"}
@@ -77,10 +83,6 @@ def resolve_settings(args, cfg) -> dict:
 
 def load_models(args, cfg):
     """(unet, vqgan), downloading missing official weights into --weights_dir."""
-    import jax.numpy as jnp
-
-    from resshift_jax import load_unet, load_vqgan
-
     dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
     official = download.official_files(args.task, args.version, args.weights_dir) if args.config is None else None
     wanted = []
@@ -104,8 +106,6 @@ _PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their comp
 
 
 def get_pipeline(args, cfg):
-    from resshift_jax.pipeline import SRPipeline
-
     key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype)
     if key not in _PIPELINES:
         _PIPELINES[key] = SRPipeline(*load_models(args, cfg), cfg)
@@ -113,8 +113,6 @@ def get_pipeline(args, cfg):
 
 
 def image_key(seed: int, rel_name: str):
-    import jax
-
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(rel_name.encode()) & 0x7FFFFFFF)
 
 
@@ -141,8 +139,6 @@ def plan_outputs(files, root, args) -> tuple[list, list]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from resshift_jax.config import load_config
-
     if args.config is not None:
         cfg = load_config(args.config)
     else:
@@ -153,7 +149,6 @@ def main(argv=None) -> int:
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
     if args.cache_dir:
-        import jax
         jax.config.update("jax_compilation_cache_dir", str(args.cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
@@ -171,8 +166,6 @@ def main(argv=None) -> int:
 
 
 def run(pipe, todo, root, args, settings) -> int:
-    from tqdm import tqdm
-
     failed, done = [], 0
     bar = tqdm(total=len(todo), unit="img", disable=args.no_progress, dynamic_ncols=True)
     tiles_done = [0]
