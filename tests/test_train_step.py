@@ -6,9 +6,10 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from _train_cfg import get_config
+from _train_cfg import ONE_STEP_RTOL, U32, get_config
 from flax import nnx
 from resshift_jax import schedule as schedule_lib
 from resshift_jax import sharding as shd
@@ -23,6 +24,9 @@ GB = 16  # global batch: 2 micro-batches of 8, so every mesh of 8 devices gets w
 
 
 def test_reference_lr_schedule():
+    # The schedule is evaluated in float32: step counts < 2^24 are exact, each of the few
+    # operations rounds by u, and near the end 1 + cos(φ) is ~0 with an absolute error ~u, which
+    # (lr − lr_min)·u makes relative ~1e-7 of lr_min: rel 1e-6 (16 u) everywhere (approx's default).
     kw = dict(lr=5e-5, lr_min=2e-5, warmup=5000, iterations=400000)
     f = lambda s, sch: float(optim.reference_lr(s, schedule=sch, **kw))  # noqa: E731
     assert f(0, "cosin") == pytest.approx(5e-5)  # iteration 1 uses the full base lr (reference quirk)
@@ -31,8 +35,8 @@ def test_reference_lr_schedule():
     assert f(5000, "cosin") == pytest.approx(5e-5)
     t_max = 400000 - 5000
     want = 2e-5 + 3e-5 * 0.5 * (1 + math.cos(math.pi * 100000 / t_max))
-    assert f(105000, "cosin") == pytest.approx(want, rel=1e-5)
-    assert f(399999, "cosin") == pytest.approx(2e-5, rel=1e-3)
+    assert f(105000, "cosin") == pytest.approx(want)
+    assert f(399999, "cosin") == pytest.approx(2e-5 + 3e-5 * 0.5 * (1 + math.cos(math.pi * 394999 / t_max)))
     assert f(105000, "") == pytest.approx(5e-5)  # v1/v2: constant after warmup
     with pytest.raises(ValueError, match="lr_schedule"):
         optim.reference_lr(0, schedule="linear", **kw)
@@ -53,6 +57,8 @@ def test_accum_steps_and_sizes():
     hr = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 8, 8, 3)), jnp.float32)
     lq = area_downsample(hr, 4)
     assert lq.shape == (2, 2, 2, 3)
+    # the same 8-bit quantisation of a 16-pixel mean in float32 and float64: k/255 both, up to
+    # the float32 rounding of k/255 (≤ 6e-8); atol 1e-6 is far below one level (3.9e-3)
     np.testing.assert_allclose(np.asarray(lq) * 0.5 + 0.5,
                                np.round((np.asarray(hr).reshape(2, 2, 4, 2, 4, 3).mean((2, 4)) * 0.5 + 0.5) * 255) / 255,
                                atol=1e-6)
@@ -67,40 +73,74 @@ def setup():
     return cfg, nets, [{"hr": next(it)["hr"] * 2 - 1} for _ in range(2)]
 
 
-def _run(cfg, nets, batches, shape):
+def _trainer(cfg, nets, shape):
     mesh = shd.make_mesh(shape, devices=jax.devices()[: shape[0] * shape[1]])
-    tr = Trainer(cfg, mesh, nets, accum_steps=2)
-    state = tr.init_state()
-    losses = []
-    for b in batches:
-        state, m = tr.train_step(state, shd.global_batch_from_local(mesh, b, GB))
-        losses.append((float(m["loss"]), float(m["grad_norm"])))
-        assert bool(m["finite"]) and float(m["count_t"].sum()) == GB
-    return tr, state, np.array(losses)
+    return Trainer(cfg, mesh, nets, accum_steps=2)
+
+
+def _step(tr, state, batch):
+    """One step -> (state, [loss, grad norm], lr); every row of the global batch seen once."""
+    state, m = tr.train_step(state, shd.global_batch_from_local(tr.mesh, batch, GB))
+    assert bool(m["finite"]) and float(m["count_t"].sum()) == GB
+    return state, np.array([float(m["loss"]), float(m["grad_norm"])]), float(m["lr"])
+
+
+def _leaves64(tree):
+    return [np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)]
+
+
+def adam_alignment(p0, p1, mu, lr: float) -> float:
+    """−⟨θ1 − θ0, m⟩ / (lr·‖m‖₁) for the first Adam update, m = (1−β1)·g its first moment.
+    Adam's first step is θ1 − θ0 = −lr·g/(|g| + ε) ≈ −lr·sign(g), so this is 1 − O(ε/|g|): it
+    checks the update's size and direction, while a component whose |g| is at rounding level
+    (whose sign, and so whose lr-sized update, depends on the reduction order) weighs |g| ≈ 0."""
+    num = sum(float(np.dot(a1 - a0, m)) for a1, a0, m in zip(_leaves64(p1), _leaves64(p0), _leaves64(mu)))
+    return -num / (lr * sum(float(np.abs(m).sum()) for m in _leaves64(mu)))
 
 
 def test_meshes_agree_and_guard(setup):
+    """Every mesh computes the reference mesh's step: step 1 from the initial state, step 2 from
+    the reference's state after step 1 (resharded), each compared as one step. Parameters after a
+    step are not compared elementwise (Adam's first update is ~lr·sign(g): rounding-level
+    gradients give lr-sized differences), the update through `adam_alignment`."""
     cfg, nets, batches = setup
-    tr1, s1, ref = _run(cfg, nets, batches, (1, 1))
-    assert np.all(np.isfinite(ref)) and ref[0, 0] > 0
-    # (params are not compared: Adam's first steps are ~lr·sign(g), so float-level differences
-    # in near-zero gradients show up as lr-sized parameter differences)
+    host = lambda t: jax.tree.map(np.asarray, t)  # noqa: E731
+    tr1 = _trainer(cfg, nets, (1, 1))
+    s0 = tr1.init_state()
+    p0 = host(s0.params)
+    s1, ref1, lr = _step(tr1, s0, batches[0])
+    s1_host = host(s1)
+    mu_ref = optax.tree_utils.tree_get(s1_host.opt_state, "mu")  # scale_by_adam: (1 − β1)·g
+    align_ref = adam_alignment(p0, s1_host.params, mu_ref, lr)
+    # |g|/(|g| + ε) ≤ 1, and ≥ 0.99 unless most of ‖g‖₁ sits in components below ~100 ε
+    assert 0.99 < align_ref <= 1 + 1e-6, align_ref
+    s2, ref2, _ = _step(tr1, s1, batches[1])
+    assert np.all(np.isfinite([ref1, ref2])) and ref1[0] > 0
+    # θ1 − θ0 is read from float32 θ1 (rounded by ≤ u·|θ1|), so each mesh's alignment carries
+    # ≤ u·max|θ1|/lr of rounding; the gradients' own spread (one-step bound) adds the rest.
+    align_rtol = 2 * U32 * max(np.abs(x).max() for x in _leaves64(s1_host.params)) / lr + ONE_STEP_RTOL
     for shape in [(8, 1), (4, 2), (2, 4)]:
-        _, s, losses = _run(cfg, nets, batches, shape)
-        np.testing.assert_allclose(losses, ref, rtol=2e-5, atol=0, err_msg=f"mesh {shape} (loss, grad norm)")
-    assert int(s1.step) == 2
+        tr = _trainer(cfg, nets, shape)
+        s, got1, _ = _step(tr, tr.init_state(), batches[0])
+        np.testing.assert_allclose(got1, ref1, rtol=ONE_STEP_RTOL, atol=0, err_msg=f"mesh {shape} step 1 (loss, grad norm)")
+        np.testing.assert_allclose(adam_alignment(p0, host(s.params), mu_ref, lr), align_ref, rtol=align_rtol,
+                                   atol=0, err_msg=f"mesh {shape}: first update")
+        _, got2, _ = _step(tr, jax.device_put(s1_host, tr.state_shardings), batches[1])
+        np.testing.assert_allclose(got2, ref2, rtol=ONE_STEP_RTOL, atol=0,
+                                   err_msg=f"mesh {shape} step 2 from the reference's state (loss, grad norm)")
+    assert int(s2.step) == 2
     # EMA: ema = 0.999 ema + 0.001 θ from the initial weights -> close to, but not at, θ
     leaf = lambda t: np.asarray(jax.tree.leaves(t)[0])  # noqa: E731
-    assert 0 < np.abs(leaf(s1.ema_params) - leaf(s1.params)).max()
+    assert 0 < np.abs(leaf(s2.ema_params) - leaf(s2.params)).max()
     # NaN/Inf guard on the same compiled step: the update is skipped and counted
-    before = jax.tree.map(np.asarray, (s1.params, s1.ema_params, s1.opt_state))
+    before = jax.tree.map(np.asarray, (s2.params, s2.ema_params, s2.opt_state))
     bad = {"hr": np.full_like(batches[0]["hr"], np.nan)}
-    s2, m = tr1.train_step(s1, shd.global_batch_from_local(tr1.mesh, bad, GB))
-    assert not bool(m["finite"]) and int(s2.bad_steps) == 1 and int(s2.bad_streak) == 1 and int(s2.step) == 3
-    after = jax.tree.map(np.asarray, (s2.params, s2.ema_params, s2.opt_state))
+    s3, m = tr1.train_step(s2, shd.global_batch_from_local(tr1.mesh, bad, GB))
+    assert not bool(m["finite"]) and int(s3.bad_steps) == 1 and int(s3.bad_streak) == 1 and int(s3.step) == 3
+    after = jax.tree.map(np.asarray, (s3.params, s3.ema_params, s3.opt_state))
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
-    s3, m = tr1.train_step(s2, shd.global_batch_from_local(tr1.mesh, batches[0], GB))
-    assert bool(m["finite"]) and int(s3.bad_streak) == 0 and int(s3.bad_steps) == 1
+    s4, m = tr1.train_step(s3, shd.global_batch_from_local(tr1.mesh, batches[0], GB))
+    assert bool(m["finite"]) and int(s4.bad_streak) == 0 and int(s4.bad_steps) == 1
 
 
 def test_lpips_term_through_the_frozen_decoder(fixtures_dir, tmp_path):
@@ -128,13 +168,20 @@ def test_lpips_term_through_the_frozen_decoder(fixtures_dir, tmp_path):
         return loss, aux, g_lpips, z0, x_pred
 
     loss, aux, g_lpips, z0, x_pred = run(nets.unet_params, nets.frozen, hr, lq, key)
-    # x̂0 is the UNet's prediction of the encoded HR latent
+    # x̂0 is the UNet's prediction of the encoded HR latent. The same float32 operations on the
+    # same values, possibly fused in another order: a few u per element of z0, a 768-term mean of
+    # squares of O(1) differences (z0 − x̂0 is not small at initialisation) -> ~20 u; rtol 1e-4
+    # leaves a wide margin, while another target (z_y, an unscaled or unencoded HR) is off by O(1).
     np.testing.assert_allclose(aux["mse"], np.mean((np.asarray(z0) - np.asarray(aux["pred_zstart"])) ** 2,
                                                    axis=(1, 2, 3)), rtol=1e-4)
-    # the LPIPS of its decoded, clamped image against HR, with the weights from the files
+    # the LPIPS of its decoded, clamped image against HR, with the weights from the files. float32
+    # VGG16 against the float64 NumPy forward: 13 convolutions with contractions of ≤ 4608 terms,
+    # ~sqrt(K)·u ≈ 70 u each, compounding to ~sqrt(13)·70 u ≈ 1.5e-5 on the features; LPIPS is a
+    # mean of squared differences of O(1) normalised features (x̂0 and HR differ): ~3e-5 < 1e-4.
     np.testing.assert_allclose(aux["lpips"], reference_lpips(bb, hd, "vgg", np.asarray(x_pred), np.asarray(hr)),
                                rtol=1e-4)
     assert float(aux["lpips"].min()) > 0
+    # a mean of 2 per-sample sums of positive float32 terms, float32 vs float64: ≤ 3 u; rel 1e-6 = 16 u
     assert float(loss) == pytest.approx(float(np.mean(aux["weighted"] + 0.5 * aux["lpips"])), rel=1e-6)
     # the term's gradient reaches the UNet (the decoder is frozen, not a stop_gradient); at
     # initialisation the zero-initialised output layers pass it only to some leaves
