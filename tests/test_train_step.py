@@ -189,14 +189,3 @@ def test_lpips_term_through_the_frozen_decoder(fixtures_dir, tmp_path):
     assert all(np.isfinite(v).all() for v in flat.values())
     nonzero = sorted(k for k, v in flat.items() if np.abs(v).max() > 0)
     assert "['input_blocks'][0][0]['kernel']" in nonzero and len(nonzero) > len(flat) / 2, nonzero
-
-
-# ~75 s on 2 cores; skipped only where libtpu is absent (CI installs it: requirements-test.txt)
-def test_tpu_compile_only_tiny():
-    """Lower + compile the train step and the sampler for a 4-chip TPU v5e slice from this CPU."""
-    pytest.importorskip("libtpu")
-    from resshift_jax.train import compile_check
-    rep = compile_check.check(get_config(), topology="v5e:2x2", mesh_shape=(2, 2), batch=8)
-    assert rep["devices"] == 4 and rep["mesh"] == {"data": 2, "fsdp": 2}
-    for prog in ("train", "infer"):
-        assert 0 < rep[prog]["peak_per_chip_gib"] < 16, rep  # v5e: 16 GiB HBM per chip
