@@ -35,8 +35,8 @@ def bench_config(name: str, batch: int | None, amp: bool | None):
 
 def throughput(name: str, batch: int | None, steps: int, accum: int | None, amp: bool | None) -> dict:
     from resshift_jax import sharding as shd
-    from resshift_jax.train.models import build_models
-    from resshift_jax.train.step import Trainer
+    from resshift_jax.train.networks import build_models, use_lpips
+    from resshift_jax.train.trainer import Trainer
     cfg = bench_config(name, batch, amp)
     mesh = shd.make_mesh((-1, 1))
     nets = build_models(cfg, load_weights=False)  # random weights: speed only
@@ -61,7 +61,7 @@ def throughput(name: str, batch: int | None, steps: int, accum: int | None, amp:
     return {"bench": "train_step", "config": name, "device": jax.devices()[0].device_kind,
             "n_devices": jax.device_count(), "global_batch": gb, "accum_steps": tr.accum_steps,
             "micro_batch": gb // tr.accum_steps,
-            "dtype": "bf16" if cfg.train.use_amp else "fp32", "lpips": float(cfg.train.loss_coef[1]) > 0,
+            "dtype": "bf16" if cfg.train.use_amp else "fp32", "lpips": use_lpips(cfg),
             "compile_s": round(compile_s, 2), "step_s": round(dt, 4), "samples_per_s": round(gb / dt, 3),
             "gflop_per_sample": round(flops / 1e9, 1), "model_tflop_per_s": round(flops * gb / dt / 1e12, 1),
             "mfu": _mfu(flops * gb / dt, cfg.train.use_amp), "peak_gib": _peak_gib(), "loss": float(m["loss"])}
@@ -86,7 +86,7 @@ def model_flops_per_sample(cfg, mesh, nets, micro: int) -> float:
     step with one micro-batch: compiled GPU programs hide convolutions in cuDNN custom calls and
     count a scan body once, so their counts are not the model's."""
     from resshift_jax import sharding as shd
-    from resshift_jax.train.step import Trainer
+    from resshift_jax.train.trainer import Trainer
     c = copy.deepcopy(cfg)
     c.train.batch = (micro, c.train.batch[1])
     tr = Trainer(c, mesh, nets, accum_steps=1)
@@ -106,16 +106,17 @@ def encode_cost(name: str, batch: int | None, steps: int, amp: bool | None) -> d
     """The frozen part of a step alone: the VQ encoder on the HR batch and on the bicubic-upsampled
     LR batch (what every train step spends before the UNet)."""
     from flax import nnx
-    from resshift_jax.resize import bicubic_upsample
-    from resshift_jax.train.models import build_models
+    from resshift_jax.pipeline import condition_latent
+    from resshift_jax.train.networks import build_models, encoder_dtype
     cfg = bench_config(name, batch, amp)
     nets = build_models(cfg, load_weights=False)
-    sf = int(cfg.diffusion.sf)
+    sf, s = int(cfg.diffusion.sf), float(cfg.diffusion.scale_factor)
+    enc_dtype = np.dtype(encoder_dtype(cfg)).name
 
     @jax.jit
     def enc(frozen_vq, hr, lq):
-        vq = nnx.merge(nets.vq_def, frozen_vq)
-        return vq.encode(bicubic_upsample(lq, sf)), vq.encode(hr)
+        vq = nnx.merge(nets.vq_encoder_def, frozen_vq)  # the step's encoder (train.encoder_dtype)
+        return condition_latent(vq, lq, sf=sf, scale_factor=s), vq.encode(hr)
 
     gb, gt = int(cfg.train.batch[0]), int(cfg.data.train.gt_size)
     rng = np.random.default_rng(0)
@@ -133,9 +134,9 @@ def encode_cost(name: str, batch: int | None, steps: int, amp: bool | None) -> d
     dt = (time.perf_counter() - t0) / steps
     flops = _flops_of(enc.lower(frozen, hr, lq)) / gb
     return {"bench": "encode_part", "config": name, "device": jax.devices()[0].device_kind,
-            "batch": gb, "dtype": "bf16" if cfg.train.use_amp else "fp32", "compile_s": round(compile_s, 2),
+            "batch": gb, "dtype": enc_dtype, "compile_s": round(compile_s, 2),
             "step_s": round(dt, 4), "gflop_per_sample": round(flops / 1e9, 1),
-            "model_tflop_per_s": round(flops * gb / dt / 1e12, 1), "mfu": _mfu(flops * gb / dt, cfg.train.use_amp)}
+            "model_tflop_per_s": round(flops * gb / dt / 1e12, 1), "mfu": _mfu(flops * gb / dt, enc_dtype == "bfloat16")}
 
 
 def loss_drop(name: str, steps: int, window: int) -> dict:

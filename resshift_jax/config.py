@@ -194,6 +194,7 @@ def train_config(*, lr_schedule: str, batch: int, microbatch: int, iterations: i
         log_freq=(200, 2000, 1),  # [training loss, training images, val images]
         loss_coef=tuple(loss_coef),  # [mse, lpips]
         use_amp=True,  # resshift-jax: bfloat16 compute when True (fp32 master weights)
+        encoder_dtype="float32",  # frozen VQ encoder (z0, z_y): float32 | bfloat16 (bf16 error ~ κ²η₁ for v1)
         seed=123456,  # UNet initialisation, t and noise draws
         data_seed=123456,  # order, crops, flips and degradations of the training data
         # resshift-jax additions

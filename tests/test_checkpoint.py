@@ -8,8 +8,8 @@ from _train_cfg import get_config
 from resshift_jax import sharding as shd
 from resshift_jax.checkpoint import Checkpointer
 from resshift_jax.train.loop import export_ema
-from resshift_jax.train.models import build_models
-from resshift_jax.train.step import Trainer
+from resshift_jax.train.networks import build_models
+from resshift_jax.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

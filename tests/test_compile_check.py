@@ -10,7 +10,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from _train_cfg import get_config
 from resshift_jax.pipeline import SRPipeline
 from resshift_jax.train import compile_check
-from resshift_jax.train.models import build_models
+from resshift_jax.train.networks import build_models
 
 
 def test_inference_program_is_the_pipelines_program():

@@ -74,7 +74,7 @@ def test_validation_is_float32_with_fresh_noise():
     the same parameters (it computes in float32, as the reference), and other noise at another
     step; its seed is never the train state's."""
     from resshift_jax import sharding as shd
-    from resshift_jax.train.step import Trainer
+    from resshift_jax.train.trainer import Trainer
     from resshift_jax.train.validation import Validator, val_seed
 
     out = {}

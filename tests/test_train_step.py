@@ -15,10 +15,11 @@ from resshift_jax import schedule as schedule_lib
 from resshift_jax import sharding as shd
 from resshift_jax.train import optim
 from resshift_jax.train.input import build_row_dataset
-from resshift_jax.train.models import build_models
-from resshift_jax.train.step import Trainer, accum_steps_for, area_downsample, check_train_sizes, make_loss_fn
+from resshift_jax.train.networks import build_models
+from resshift_jax.train.step import accum_steps_for, area_downsample, check_train_sizes, make_loss_fn
+from resshift_jax.train.trainer import Trainer
 from tests.test_lpips import reference_lpips
-from tests.test_train_models import lpips_config, lpips_files
+from tests.test_train_networks import lpips_config, lpips_files
 
 GB = 16  # global batch: 2 micro-batches of 8, so every mesh of 8 devices gets whole rows
 
@@ -132,13 +133,23 @@ def test_meshes_agree_and_guard(setup):
     # EMA: ema = 0.999 ema + 0.001 θ from the initial weights -> close to, but not at, θ
     leaf = lambda t: np.asarray(jax.tree.leaves(t)[0])  # noqa: E731
     assert 0 < np.abs(leaf(s2.ema_params) - leaf(s2.params)).max()
-    # NaN/Inf guard on the same compiled step: the update is skipped and counted
-    before = jax.tree.map(np.asarray, (s2.params, s2.ema_params, s2.opt_state))
+    # NaN/Inf guard on the same compiled step: the update is skipped and counted, and the EMA
+    # still moves toward the unchanged parameters (the reference updates it every iteration)
+    params, ema, opt = host((s2.params, s2.ema_params, s2.opt_state))
     bad = {"hr": np.full_like(batches[0]["hr"], np.nan)}
     s3, m = tr1.train_step(s2, shd.global_batch_from_local(tr1.mesh, bad, GB))
     assert not bool(m["finite"]) and int(s3.bad_steps) == 1 and int(s3.bad_streak) == 1 and int(s3.step) == 3
-    after = jax.tree.map(np.asarray, (s3.params, s3.ema_params, s3.opt_state))
-    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)))
+    after = host((s3.params, s3.opt_state))
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves((params, opt)), jax.tree.leaves(after)))
+    rate = float(cfg.train.ema_rate)
+    moved = False
+    for e, p, got in zip(_leaves64(ema), _leaves64(params), _leaves64(s3.ema_params)):
+        a, b = rate * e, (1 - rate) * p
+        # float32 rate·e + (1 − rate)·θ against float64: the two constants, two products and the
+        # sum round by u each (an FMA only removes one): ≤ 4 u·(|rate·e| + |(1 − rate)·θ|)
+        assert np.all(np.abs(got - (a + b)) <= 4 * U32 * (np.abs(a) + np.abs(b))), "EMA after a skipped step"
+        moved |= bool(np.any(got != e))
+    assert moved, "the EMA stayed frozen on a skipped step"
     s4, m = tr1.train_step(s3, shd.global_batch_from_local(tr1.mesh, batches[0], GB))
     assert bool(m["finite"]) and int(s4.bad_streak) == 0 and int(s4.bad_steps) == 1
 
@@ -189,3 +200,70 @@ def test_lpips_term_through_the_frozen_decoder(fixtures_dir, tmp_path):
     assert all(np.isfinite(v).all() for v in flat.values())
     nonzero = sorted(k for k, v in flat.items() if np.abs(v).max() > 0)
     assert "['input_blocks'][0][0]['kernel']" in nonzero and len(nonzero) > len(flat) / 2, nonzero
+
+
+def _grad_alignment(g, g_ref) -> float:
+    """⟨g, g_ref⟩ / ‖g_ref‖²: 1 when g = g_ref; float32 rounding of the entries (a few u of the
+    terms summed into each) moves it by ~u, while a missing or extra term moves it by O(1)."""
+    num = sum(float(np.dot(a, b)) for a, b in zip(_leaves64(g), _leaves64(g_ref)))
+    return num / sum(float(np.dot(b, b)) for b in _leaves64(g_ref))
+
+
+def test_nan_lpips_falls_back_to_mse(fixtures_dir, tmp_path):
+    """A micro-batch whose LPIPS has a NaN trains on its MSE loss alone, as the reference: the
+    loss and the gradient are finite and equal the MSE-only objective's (no 0·NaN reaches the
+    gradient through the VGG backward pass)."""
+    cfg = lpips_config(fixtures_dir, tmp_path / "absent_vgg16.pth", tmp_path / "absent_heads.pth", coef=0.5)
+    nets = build_models(cfg, strict_lpips=False)  # random LPIPS weights, made NaN below
+    nan_frozen = {**nets.frozen, "lpips": jax.tree.map(lambda x: np.full_like(x, np.nan), nets.frozen["lpips"])}
+    mse_cfg = lpips_config(fixtures_dir, tmp_path / "absent_vgg16.pth", tmp_path / "absent_heads.pth", coef=0.0)
+    mse_nets = build_models(mse_cfg)  # same seed: the same UNet and VQ
+    sched = schedule_lib.from_config(cfg.diffusion)
+    rng = np.random.default_rng(1)
+    hr = jnp.asarray(rng.uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
+    lq, key = area_downsample(hr, 4), jax.random.key(7)
+    with_lpips = jax.jit(jax.value_and_grad(make_loss_fn(cfg, nets, sched), has_aux=True))
+    mse_only = jax.jit(jax.value_and_grad(make_loss_fn(mse_cfg, mse_nets, sched), has_aux=True))
+    (loss_nan, aux_nan), g_nan = with_lpips(nets.unet_params, nan_frozen, hr, lq, key)
+    (loss_mse, _), g_mse = mse_only(mse_nets.unet_params, mse_nets.frozen, hr, lq, key)
+    (loss_lp, aux_lp), _ = with_lpips(nets.unet_params, nets.frozen, hr, lq, key)
+    assert np.all(np.asarray(aux_nan["lpips"]) == 0) and float(np.min(aux_lp["lpips"])) > 0
+    assert all(np.isfinite(x).all() for x in _leaves64(g_nan)), "NaN reached the gradient"
+    # the same MSE objective in two programs: reduction order only (see _train_cfg.ONE_STEP_RTOL)
+    np.testing.assert_allclose(float(loss_nan), float(loss_mse), rtol=ONE_STEP_RTOL)
+    np.testing.assert_allclose(_grad_alignment(g_nan, g_mse), 1.0, rtol=ONE_STEP_RTOL)
+    assert float(loss_lp) > float(loss_mse) * (1 + 1e-3)  # finite LPIPS: the term is there
+
+
+def test_encoder_runs_in_float32_under_amp(fixtures_dir):
+    """Under `train.use_amp` the UNet and the decoder compute in bfloat16 but the frozen encoder
+    (regression target z0, conditioning z_y) in `train.encoder_dtype`, float32 by default."""
+    cfg = get_config()
+    cfg.train.use_amp = True
+    cfg.autoencoder.ckpt_path = str(fixtures_dir / "vq_tiny.pth")
+    nets = build_models(cfg)
+    hr = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (2, 64, 64, 3)), jnp.float32)
+    lq, key = area_downsample(hr, 4), jax.random.key(3)
+    loss_fn = make_loss_fn(cfg, nets, schedule_lib.from_config(cfg.diffusion))
+
+    @jax.jit
+    def run(params, frozen):
+        _, aux = loss_fn(params, frozen, hr, lq, key)
+        z32 = nnx.merge(nets.vq_encoder_def, frozen["vq"]).encode(hr).astype(jnp.float32)
+        z16 = nnx.merge(nets.vq_def, frozen["vq"]).encode(hr).astype(jnp.float32)
+        mse = lambda z: jnp.mean((z - aux["pred_zstart"]) ** 2, axis=(1, 2, 3))  # noqa: E731
+        return aux["mse"], mse(z32), mse(z16), jnp.sqrt(jnp.mean((z16 - z32) ** 2) / jnp.mean(z32 ** 2))
+
+    got, want32, want16, rel16 = (np.asarray(x) for x in run(nets.unet_params, nets.frozen))
+    assert rel16 > 1e-3  # bf16 rounds the latent at ~2^-9 relative: the two encodings differ
+    # float32 target: the same float32 operations, fused perhaps in another order (a few u per
+    # element, a 768-term mean): 128 u; a bfloat16 target would be off by ~rel16 (> 1e-3).
+    np.testing.assert_allclose(got, want32, rtol=ONE_STEP_RTOL)
+    assert np.all(np.abs(got - want16) > 10 * ONE_STEP_RTOL * np.abs(want32))
+    dtype_of = lambda graphdef: nnx.merge(graphdef, nets.vq_state).dtype  # noqa: E731
+    assert dtype_of(nets.vq_encoder_def) == jnp.float32 and dtype_of(nets.vq_def) == jnp.bfloat16
+    cfg.train.encoder_dtype = "bfloat16"  # the config choice is honoured
+    assert dtype_of(build_models(cfg, abstract=True).vq_encoder_def) == jnp.bfloat16
+    cfg.train.encoder_dtype = "float16"
+    with pytest.raises(ValueError, match="encoder_dtype"):
+        build_models(cfg, abstract=True)

@@ -38,7 +38,7 @@ from resshift_jax.pipeline import SRPipeline
 from resshift_jax.study import report
 from resshift_jax.study.specs import run_config, run_name, scheme_specs
 from resshift_jax.train.loop import train
-from resshift_jax.train.step import Trainer
+from resshift_jax.train.trainer import Trainer
 from resshift_jax.train.validation import float32_graphdefs
 
 RESULT_METRICS = ev.ALL_METRICS

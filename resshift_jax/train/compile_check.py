@@ -24,8 +24,8 @@ from flax import nnx
 from resshift_jax import sharding as shd
 from resshift_jax.config import load_config
 from resshift_jax.pipeline import SamplerSpec, super_resolve
-from resshift_jax.train.models import build_models, compute_dtype, tree_bytes
-from resshift_jax.train.step import Trainer
+from resshift_jax.train.networks import build_models, compute_dtype, tree_bytes
+from resshift_jax.train.trainer import Trainer
 
 GiB = 2 ** 30
 

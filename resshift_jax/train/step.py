@@ -4,18 +4,21 @@ Objective of the reference (spec §3, §7): the frozen VQ encoder maps the HR im
 bicubic-upsampled LR image to y inside the step; t ~ p_t (uniform officially); per-sample
 x0-prediction MSE in latent space times w_t (`diffusion.loss_weighting`); optionally + LPIPS of
 the decoded prediction (straight-through quantiser, clamp to [−1, 1]) against HR, weighted by
-`train.loss_coef`. The global batch is split into `accum_steps` micro-batches run by `lax.scan`
+`train.loss_coef`; a micro-batch whose LPIPS has a NaN falls back to the MSE loss, as the
+reference. The global batch is split into `accum_steps` micro-batches run by `lax.scan`
 (gradients averaged, as the reference's loss/num_accumulate); a NaN/Inf gradient or loss skips
-the update (params, moments and EMA unchanged) and is counted.
+the update (params and moments unchanged, counted) while the EMA still moves toward the unchanged
+parameters, as the reference's EMA after a step its AMP scaler skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -24,6 +27,8 @@ from flax import nnx
 from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
 from resshift_jax.pipeline import condition_latent
 from resshift_jax.train import state as state_lib
+from resshift_jax.train.networks import lpips_coef, use_lpips
+from resshift_jax.train.optim import lr_fn_from_config, make_optimizer
 
 
 def accum_steps_for(cfg, num_batch_shards: int) -> int:
@@ -71,17 +76,49 @@ def _split_micro(x, n: int):
     return jnp.swapaxes(x.reshape((m, n) + x.shape[1:]), 0, 1)
 
 
+def lpips_dropping_nan(lpips_fn):
+    """`x, aux -> lpips_fn(x, aux)` (per-sample values) for one micro-batch, except that a
+    micro-batch with any NaN value gets 0 and an exactly-zero gradient, so its loss is the MSE
+    term alone (the reference's fallback). A `where` on the value alone is not enough: its zero
+    cotangent meets the NaN Jacobians of the VGG backward pass (0·NaN = NaN), so the cotangent
+    of `x` is selected too. `aux` (frozen weights, HR) gets no gradient."""
+
+    @jax.custom_vjp
+    def f(x, aux):
+        lp = lpips_fn(x, aux)
+        return jnp.where(jnp.any(jnp.isnan(lp)), jnp.zeros_like(lp), lp)
+
+    def fwd(x, aux):
+        lp, vjp = jax.vjp(lambda x_: lpips_fn(x_, aux), x)
+        nan = jnp.any(jnp.isnan(lp))
+        return jnp.where(nan, jnp.zeros_like(lp), lp), (vjp, nan, aux)
+
+    def bwd(res, ct):
+        vjp, nan, aux = res
+        (ct_x,) = vjp(jnp.where(nan, jnp.zeros_like(ct), ct))
+        return jnp.where(nan, jnp.zeros_like(ct_x), ct_x), jax.tree.map(jnp.zeros_like, aux)
+
+    f.defvjp(fwd, bwd)
+    return f
+
+
 def make_loss_fn(cfg, nets, sched):
     """loss(params, frozen, hr, lq, key) -> (mean loss, aux) for one micro-batch."""
     sf = int(cfg.diffusion.sf)
     scale_factor = float(cfg.diffusion.scale_factor)
     coef = tuple(float(c) for c in cfg.train.get("loss_coef", (1.0, 0.0)))
-    c_mse = coef[0]
-    c_lpips = coef[1] if len(coef) > 1 else 0.0
+    c_mse, c_lpips = coef[0], lpips_coef(cfg)
+    with_lpips = use_lpips(cfg)
+
+    def lpips_of(x_pred, aux):
+        lp_state, hr = aux
+        return nnx.merge(nets.lpips_def, lp_state)(x_pred, hr).astype(jnp.float32).reshape(hr.shape[0])
+
+    lpips_term = lpips_dropping_nan(lpips_of)
 
     def loss_fn(params, frozen, hr, lq, key):
         unet = nnx.merge(nets.unet_def, params, frozen["unet_rest"])
-        vq = nnx.merge(nets.vq_def, frozen["vq"])
+        vq = nnx.merge(nets.vq_encoder_def, frozen["vq"])  # the frozen encoder, train.encoder_dtype
         k_t, k_noise = jax.random.split(key)
         m = hr.shape[0]
         z_y = jax.lax.stop_gradient(condition_latent(vq, lq, sf=sf, scale_factor=scale_factor))
@@ -95,12 +132,10 @@ def make_loss_fn(cfg, nets, sched):
         out = diffusion.training_losses(sched, denoiser, z0, z_y, t, lq, noise)
         per_sample = c_mse * out["loss"]
         lp = jnp.zeros((m,), jnp.float32)
-        if c_lpips > 0:
-            lpips_net = nnx.merge(nets.lpips_def, frozen["lpips"])
-            x_pred = vq.decode(out["pred_zstart"] / scale_factor, quantize=True).astype(jnp.float32)
-            x_pred = jnp.clip(x_pred, -1.0, 1.0)
-            lp = lpips_net(x_pred, hr).astype(jnp.float32).reshape(m)
-            lp = jnp.where(jnp.any(jnp.isnan(lp)), 0.0, lp)  # the reference drops NaN LPIPS
+        if with_lpips:
+            decoder = nnx.merge(nets.vq_def, frozen["vq"])  # compute dtype, as the UNet
+            x_pred = decoder.decode(out["pred_zstart"] / scale_factor, quantize=True).astype(jnp.float32)
+            lp = lpips_term(jnp.clip(x_pred, -1.0, 1.0), (frozen["lpips"], hr))  # 0 if any NaN
             per_sample = per_sample + c_lpips * lp
         aux = dict(mse=out["mse"], weighted=out["loss"], lpips=lp, t=t, pred_zstart=out["pred_zstart"])
         return jnp.mean(per_sample), aux
@@ -108,9 +143,20 @@ def make_loss_fn(cfg, nets, sched):
     return loss_fn
 
 
-def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None, tx=None):
-    """The pure (un-jitted) step `(state, frozen, batch) -> (state, metrics)`."""
-    from resshift_jax.train.optim import lr_fn_from_config, make_optimizer
+@dataclasses.dataclass(frozen=True)
+class StepFn:
+    """The pure (un-jitted) step `fn(state, frozen, batch) -> (state, metrics)`, with the number
+    of micro-batches it scans over and the optax transformation its state holds."""
+    fn: Callable
+    accum_steps: int
+    tx: optax.GradientTransformation
+
+    def __call__(self, state, frozen, batch):
+        return self.fn(state, frozen, batch)
+
+
+def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None, tx=None) -> StepFn:
+    """The pure step of `cfg` on `mesh` (see `StepFn`)."""
     sched = schedule_lib.from_config(cfg.diffusion)
     T = sched.num_timesteps
     tx = tx or make_optimizer(cfg.train)
@@ -148,13 +194,13 @@ def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None,
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         lr = lr_fn(state.step)
         updates, new_opt = tx.update(grads, state.opt_state, state.params)
-        new_params = jax.tree.map(lambda p, u: p - lr * u, state.params, updates)
-        new_ema = state_lib.ema_update(state.ema_params, new_params, ema_rate)
         keep = functools.partial(jax.tree.map, lambda new, old: jnp.where(finite, new, old))
+        params = keep(jax.tree.map(lambda p, u: p - lr * u, state.params, updates), state.params)
         new_state = state.replace(
-            params=keep(new_params, state.params),
+            params=params,
             opt_state=keep(new_opt, state.opt_state),
-            ema_params=keep(new_ema, state.ema_params),
+            # every iteration, skipped or not: toward the unchanged parameters after a skip
+            ema_params=state_lib.ema_update(state.ema_params, params, ema_rate),
             step=state.step + 1,
             bad_steps=state.bad_steps + (~finite).astype(jnp.int32),
             bad_streak=jnp.where(finite, 0, state.bad_streak + 1).astype(jnp.int32),
@@ -164,9 +210,7 @@ def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None,
                        bad_steps=new_state.bad_steps, bad_streak=new_state.bad_streak)
         return new_state, metrics
 
-    step_fn.accum_steps = n_acc
-    step_fn.tx = tx
-    return step_fn
+    return StepFn(step_fn, n_acc, tx)
 
 
 def jit_train_step(step_fn, state_shardings, frozen_shardings, mesh, *, donate: bool = True):
@@ -176,47 +220,3 @@ def jit_train_step(step_fn, state_shardings, frozen_shardings, mesh, *, donate: 
                    in_shardings=(state_shardings, frozen_shardings, shd.batch_sharding(mesh, 1)),
                    out_shardings=(state_shardings, rep),
                    donate_argnums=(0,) if donate else ())
-
-
-class Trainer:
-    """Networks + mesh + jitted step: `trainer.train_step(state, batch)` is the pure step with
-    the frozen networks bound; `init_state()` builds the sharded initial state."""
-
-    def __init__(self, cfg, mesh, nets=None, *, accum_steps: int | None = None, donate: bool = True):
-        from resshift_jax.train.models import build_models
-        check_train_sizes(cfg)
-        self.cfg, self.mesh = cfg, mesh
-        self.nets = nets if nets is not None else build_models(cfg)
-        self.step_fn = make_step_fn(cfg, self.nets, mesh, accum_steps=accum_steps)
-        self.tx = self.step_fn.tx
-        self.accum_steps = self.step_fn.accum_steps
-        min_size = int(cfg.sharding.get("min_fsdp_size", 2 ** 14))
-        params_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), self.nets.unet_params)
-        self.abstract_state = state_lib.abstract_train_state(params_abs, self.tx)
-        self.state_shardings = state_lib.state_shardings(self.abstract_state, mesh, min_size)
-        self.frozen_shardings = jax.tree.map(lambda _: shd.replicated(mesh), self.nets.frozen)
-        self._jitted = jit_train_step(self.step_fn, self.state_shardings, self.frozen_shardings, mesh,
-                                      donate=donate)
-        self._frozen = None
-
-    @property
-    def frozen(self):
-        if self._frozen is None:
-            self._frozen = jax.device_put(jax.tree.map(np.asarray, self.nets.frozen), self.frozen_shardings)
-        return self._frozen
-
-    def init_state(self, seed: int | None = None) -> state_lib.TrainState:
-        seed = int(self.cfg.train.seed if seed is None else seed)
-        init = jax.jit(lambda p: state_lib.create_train_state(p, self.tx, seed),
-                       out_shardings=self.state_shardings)
-        return init(jax.tree.map(np.asarray, self.nets.unet_params))  # host values: same on every process
-
-    def train_step(self, state, batch):
-        return self._jitted(state, self.frozen, batch)
-
-    def lower(self, batch_abstract):
-        abs_state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                 self.abstract_state, self.state_shardings)
-        abs_frozen = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                                  self.nets.frozen, self.frozen_shardings)
-        return self._jitted.lower(abs_state, abs_frozen, batch_abstract)

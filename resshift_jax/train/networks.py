@@ -1,39 +1,65 @@
 """Build the networks the trainer needs: the UNet (trained), the VQ autoencoder and LPIPS (frozen).
 
 `build_models(cfg, abstract=True)` builds them under `nnx.eval_shape`, so compile-only checks of
-the full configs allocate nothing.
+the full configs allocate nothing. The frozen VQ encoder gets its own graph definition in
+`train.encoder_dtype` (float32 by default: its outputs are the regression target z0 and the
+conditioning z_y), next to the compute-dtype one used to decode for the LPIPS term.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import pathlib
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from resshift_jax import weights
+from resshift_jax.models.lpips import LPIPS
+from resshift_jax.models.unet import UNetModelSwin
+from resshift_jax.models.vqgan import VQModel
+from resshift_jax.paths import resolve_project_path
 from resshift_jax.train.state import split_params
 
 log = logging.getLogger(__name__)
 
 
+ENCODER_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
 def compute_dtype(cfg):
+    """bfloat16 under `train.use_amp`, else float32 (parameters stay float32 either way)."""
     return jnp.bfloat16 if cfg.train.get("use_amp", False) else jnp.float32
 
 
-def use_lpips(cfg) -> bool:
+def encoder_dtype(cfg):
+    """Compute dtype of the frozen VQ encoder (`train.encoder_dtype`, default float32)."""
+    name = str(cfg.train.get("encoder_dtype", "float32"))
+    if name not in ENCODER_DTYPES:
+        raise ValueError(f"train.encoder_dtype={name!r} not in {tuple(ENCODER_DTYPES)}")
+    return ENCODER_DTYPES[name]
+
+
+def lpips_coef(cfg) -> float:
+    """The LPIPS weight `train.loss_coef[1]` (0 when absent)."""
     coef = tuple(cfg.train.get("loss_coef", (1.0, 0.0)))
-    return len(coef) > 1 and float(coef[1]) > 0
+    return float(coef[1]) if len(coef) > 1 else 0.0
+
+
+def use_lpips(cfg) -> bool:
+    """The one place that decides whether the objective has the LPIPS term."""
+    return lpips_coef(cfg) > 0
 
 
 @dataclasses.dataclass
 class Networks:
+    """Graph definitions + pure-dict states: the UNet's trainable parameters and everything frozen."""
     unet_def: object
     unet_params: dict  # trainable (pure dict)
     unet_rest: dict  # non-parameter variables of the UNet (pure dict, frozen)
-    vq_def: object
+    vq_def: object  # compute dtype: decodes x̂0 for the LPIPS term
+    vq_encoder_def: object  # train.encoder_dtype: encodes HR (z0) and LQ (z_y); same state as vq_def
     vq_state: dict  # frozen
     lpips_def: object | None
     lpips_state: dict | None  # frozen
@@ -44,39 +70,31 @@ class Networks:
 
 
 def _make(cfg, dtype, seed):
-    from resshift_jax.models.unet import UNetModelSwin
-    from resshift_jax.models.vqgan import VQModel
     rngs = nnx.Rngs(seed)
     unet = UNetModelSwin(cfg.model, dtype=dtype, rngs=rngs)
     vq = VQModel(cfg.autoencoder, dtype=dtype, rngs=nnx.Rngs(seed + 1))
-    lp = None
-    if use_lpips(cfg):
-        from resshift_jax.models.lpips import LPIPS
-        lp = LPIPS("vgg", dtype=dtype, rngs=nnx.Rngs(seed + 2))
+    lp = LPIPS("vgg", dtype=dtype, rngs=nnx.Rngs(seed + 2)) if use_lpips(cfg) else None
     return unet, vq, lp
 
 
-def _split(unet, vq, lp) -> Networks:
+def _split(cfg, unet, vq, lp) -> Networks:
     unet_def, params, rest = split_params(unet)
     vq_def, vq_state = nnx.split(vq)
     lp_def, lp_state = nnx.split(lp) if lp is not None else (None, None)
-    return Networks(unet_def, params, nnx.to_pure_dict(rest), vq_def, nnx.to_pure_dict(vq_state),
-                    lp_def, nnx.to_pure_dict(lp_state) if lp_state is not None else None)
-
-
-def _resolve(path: str) -> pathlib.Path:
-    p = pathlib.Path(path)
-    return p if p.is_absolute() or p.exists() else pathlib.Path(__file__).resolve().parents[2] / p
+    enc_def = nnx.split(nnx.eval_shape(lambda: VQModel(cfg.autoencoder, dtype=encoder_dtype(cfg),
+                                                       rngs=nnx.Rngs(0))))[0]
+    return Networks(unet_def=unet_def, unet_params=params, unet_rest=nnx.to_pure_dict(rest), vq_def=vq_def,
+                    vq_encoder_def=enc_def, vq_state=nnx.to_pure_dict(vq_state), lpips_def=lp_def,
+                    lpips_state=nnx.to_pure_dict(lp_state) if lp_state is not None else None)
 
 
 def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
     """VQ weights from `autoencoder.ckpt_path` (empty: keep random, tests only); LPIPS from
     `train.vgg_ckpt` (torchvision VGG16 features) + `train.lpips_ckpt` (lpips v0.1 heads).
     Returns (vq, lp)."""
-    from resshift_jax import weights
     ck = cfg.autoencoder.get("ckpt_path", "")
     if ck:
-        p = _resolve(ck)
+        p = resolve_project_path(ck)
         if not p.is_file():
             raise FileNotFoundError(f"autoencoder.ckpt_path {p} does not exist (the VQ autoencoder "
                                     "must be trained weights; set it to your autoencoder_vq_f4.pth)")
@@ -85,10 +103,9 @@ def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
         log.warning("autoencoder.ckpt_path is empty: the frozen VQ autoencoder keeps random weights")
     if lp is not None:
         lp_ck, vgg_ck = cfg.train.get("lpips_ckpt", ""), cfg.train.get("vgg_ckpt", "")
-        if lp_ck and vgg_ck and _resolve(lp_ck).is_file() and _resolve(vgg_ck).is_file():
-            from resshift_jax.weights import load_lpips
-            lp = load_lpips("vgg", str(_resolve(vgg_ck)), str(_resolve(lp_ck)),
-                            dtype=compute_dtype(cfg))
+        vgg_p, lp_p = resolve_project_path(vgg_ck), resolve_project_path(lp_ck)
+        if lp_ck and vgg_ck and lp_p.is_file() and vgg_p.is_file():
+            lp = weights.load_lpips("vgg", str(vgg_p), str(lp_p), dtype=compute_dtype(cfg))
         elif strict:
             raise FileNotFoundError(f"LPIPS weights not found: train.lpips_ckpt={lp_ck!r}, "
                                     f"train.vgg_ckpt={vgg_ck!r} (needed for loss_coef[1] > 0; "
@@ -105,11 +122,11 @@ def build_models(cfg, *, seed: int | None = None, abstract: bool = False, load_w
     dtype = compute_dtype(cfg)
     if abstract:
         unet, vq, lp = nnx.eval_shape(lambda: _make(cfg, dtype, seed))
-        return _split(unet, vq, lp)
+        return _split(cfg, unet, vq, lp)
     unet, vq, lp = _make(cfg, dtype, seed)
     if load_weights:
         vq, lp = load_frozen_weights(cfg, vq, lp, strict=strict_lpips)
-    return _split(unet, vq, lp)
+    return _split(cfg, unet, vq, lp)
 
 
 def tree_bytes(tree) -> int:
