@@ -77,7 +77,7 @@ def resolve_settings(args, cfg) -> dict:
         raise SystemExit(f"error: need 0 < chop_stride ({stride}) <= chop_size ({chop})")
     if args.bs < 1:
         raise SystemExit("error: --bs must be >= 1")
-    blend = args.blend or str(cfg.inference.get("blend", "feather"))
+    blend = args.blend or str(cfg.inference.blend)
     return dict(chop=chop, stride=stride, blend=blend)
 
 

@@ -146,8 +146,8 @@ def val_pairs(cfg, *, crop: int = 0) -> list[Pair]:
     `extra_dir_path`, as the reference's realsr configs) or 'bicubic' (GT folder `dir_path`, LQ
     made from it, as the reference's bicsr config). Paths resolve against the project root."""
     v = cfg.data.val
-    kind = str(v.get("type", "base"))
-    sf, length, exts = int(cfg.diffusion.sf), int(v.get("length", -1)), v.get("im_exts", None) or None
+    kind = str(v.type)
+    sf, length, exts = int(cfg.diffusion.sf), int(v.length), tuple(v.im_exts) or None
     if kind == "base":
         return folder_pairs(resolve_project_path(v.dir_path), resolve_project_path(v.extra_dir_path),
                             sf=sf, length=length, crop=crop, exts=exts)
@@ -190,7 +190,7 @@ def _by_stem(folder) -> dict[str, pathlib.Path]:
 def tile_settings(cfg) -> dict:
     """infer.py's defaults for a config: chop size / stride (LR pixels) and blend."""
     return dict(chop_size=int(cfg.inference.chop_size), chop_stride=int(cfg.inference.chop_stride),
-                blend=str(cfg.inference.get("blend", "feather")))
+                blend=str(cfg.inference.blend))
 
 
 def super_resolve(pipe, pairs, *, seed: int, chop_size: int, chop_stride: int, blend: str = "feather",

@@ -236,13 +236,13 @@ def make_schedule(*, steps: int, min_noise_level: float, etas_end: float = 0.99,
 def from_config(diffusion_cfg) -> Schedule:
     """Schedule from the `diffusion` section of a config (official key names)."""
     d = diffusion_cfg
-    weighting = d.get("loss_weighting", "uniform")
-    if d.get("weighted_mse", False) and weighting == "uniform":
+    weighting = d.loss_weighting
+    if d.weighted_mse and weighting == "uniform":
         weighting = "kl"
     return make_schedule(steps=d.steps, min_noise_level=d.min_noise_level, etas_end=d.etas_end,
                          kappa=d.kappa, power=d.schedule_kwargs.power,
-                         timestep_respacing=d.get("timestep_respacing", None),
+                         timestep_respacing=d.timestep_respacing,
                          predict_type=d.predict_type, normalize_input=d.normalize_input,
                          latent_flag=d.latent_flag, loss_weighting=weighting,
-                         loss_weighting_kwargs=dict(d.get("loss_weighting_kwargs", {}) or {}),
-                         t_sampling=d.get("t_sampling", "uniform"), schedule_name=d.schedule_name)
+                         loss_weighting_kwargs=dict(d.loss_weighting_kwargs or {}),
+                         t_sampling=d.t_sampling, schedule_name=d.schedule_name)

@@ -59,7 +59,7 @@ def make_mesh(mesh_shape=(-1, 1), axis_names=MESH_AXES, devices=None) -> Mesh:
 
 def mesh_from_config(cfg, devices=None) -> Mesh:
     sh = cfg.sharding if "sharding" in cfg else cfg
-    return make_mesh(tuple(sh.mesh_shape), tuple(sh.get("mesh_axes", MESH_AXES)), devices)
+    return make_mesh(tuple(sh.mesh_shape), tuple(sh.mesh_axes), devices)
 
 
 def path_str(path) -> str:

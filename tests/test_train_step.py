@@ -1,5 +1,5 @@
 """The pure train step: reference lr schedule, mesh independence of the losses, NaN guard, EMA, the
-LPIPS term through the frozen decoder, and the compile-only check for a small TPU slice."""
+LPIPS term through the frozen decoder (the TPU compile-only check is in test_compile_check)."""
 
 import math
 

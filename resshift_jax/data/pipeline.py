@@ -133,11 +133,11 @@ class LoadBatch:
 
     def __init__(self, source, local_indices, cfg_train, spec: DegradationSpec, seed: int):
         self.source, self.local, self.spec, self.seed = source, np.asarray(local_indices), spec, int(seed)
-        self.kind = str(cfg_train.get("type", "realesrgan"))
-        self.use_hflip = bool(cfg_train.get("use_hflip", True))
-        self.rescale_gt = bool(cfg_train.get("rescale_gt", True))
-        self.crop_pad_size = int(cfg_train.get("crop_pad_size", 300))
-        self.gt_size = int(cfg_train.get("gt_size", spec.gt_size))
+        self.kind = str(cfg_train.type)
+        self.use_hflip = bool(cfg_train.use_hflip)
+        self.rescale_gt = bool(cfg_train.rescale_gt)
+        self.crop_pad_size = int(cfg_train.crop_pad_size)
+        self.gt_size = int(cfg_train.gt_size)
 
     def __setstate__(self, state):  # unpickled in a grain worker: workers are the parallelism
         self.__dict__.update(state)
@@ -196,17 +196,17 @@ def _folder(d) -> str:
 
 def make_source(cfg_train):
     """The source named by the config: array_record_dir, tfds_name, or dir_paths + txt_file_path."""
-    if cfg_train.get("array_record_dir", ""):
+    if cfg_train.array_record_dir:
         return sources.ArrayRecordSource(cfg_train.array_record_dir)
-    if cfg_train.get("tfds_name", ""):
-        return sources.TfdsSource(cfg_train.tfds_name, cfg_train.get("tfds_data_dir", "") or None,
-                                  split=cfg_train.get("tfds_split", "train"),
-                                  image_key=cfg_train.get("tfds_image_key", "image"))
+    if cfg_train.tfds_name:
+        return sources.TfdsSource(cfg_train.tfds_name, cfg_train.tfds_data_dir or None,
+                                  split=cfg_train.tfds_split,
+                                  image_key=cfg_train.tfds_image_key)
     paths = []
-    if cfg_train.get("dir_paths", ()):
-        exts = cfg_train.get("im_exts", None) or None
+    if cfg_train.dir_paths:
+        exts = tuple(cfg_train.im_exts) or None
         paths += [str(f) for d in cfg_train.dir_paths for f in list_images(_folder(d), exts)[0]]
-    if cfg_train.get("txt_file_path", ()):
+    if cfg_train.txt_file_path:
         paths += sources.read_txt_lists(cfg_train.txt_file_path)
     return sources.FileSource(paths)
 
@@ -215,7 +215,7 @@ def to_iter_dataset(ds, train, num_workers: int | None = None):
     """Batched MapDataset -> iterator dataset, with `data.train.num_workers` grain worker
     processes (0: in-process) unless `num_workers` overrides it."""
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-    workers = int(train.get("num_workers", 0)) if num_workers is None else num_workers
+    workers = int(train.num_workers) if num_workers is None else num_workers
     if workers > 0:
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
     return ds
@@ -235,10 +235,10 @@ def make_train_pairs_fn(cfg, conv_method: str | None = None, *, use_pool: bool =
     from resshift_jax.data import degrade, pool
 
     train = cfg.data.train
-    realesrgan = str(train.get("type", "realesrgan")) != "bicubic"
+    realesrgan = str(train.type) != "bicubic"
     spec = DegradationSpec.from_config(cfg)
     names = tuple(draw_params(example_rng(0, 0, 0), spec))
-    scale = float(train.get("degrade_kwargs", {}).get("scale", 0.25)) if not realesrgan else None
+    scale = float(train.degrade_kwargs.scale) if not realesrgan else None
 
     def step(batch, state, key=None):
         if not realesrgan:

@@ -33,7 +33,7 @@ def replace_nan(lq: jax.Array, gt: jax.Array) -> tuple[jax.Array, jax.Array, jax
 
 
 def pool_size(cfg, batch_size: int) -> int:
-    size = int(cfg.degradation.get("queue_size", 10 * batch_size) or 10 * batch_size)
+    size = int(cfg.degradation.queue_size or 10 * batch_size)
     if size % batch_size:
         raise ValueError(f"degradation.queue_size {size} must be divisible by the batch size {batch_size}")
     return size

@@ -121,7 +121,7 @@ class UNetModelSwin(nnx.Module):
         mc = cfg.model_channels
         self.model_channels = mc
         self.dtype = dtype
-        self.cond_mask = bool(cfg.get("cond_mask", False))
+        self.cond_mask = bool(cfg.cond_mask)
         ss = cfg.use_scale_shift_norm
         attn_res = tuple(cfg.attention_resolutions)
         temb = 4 * mc

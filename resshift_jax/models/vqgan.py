@@ -212,7 +212,7 @@ class Encoder(nnx.Module):
         self.down = nnx.List(levels)
         self.mid = Mid(c_in, attn_kw, dtype=dtype, rngs=rngs)
         self.norm_out = _norm(c_in)
-        self.conv_out = Conv2d(c_in, 2 * dd.z_channels if dd.get("double_z", False) else dd.z_channels, 3,
+        self.conv_out = Conv2d(c_in, 2 * dd.z_channels if dd.double_z else dd.z_channels, 3,
                                dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
@@ -332,7 +332,7 @@ class VQModel(nnx.Module):
                  chunk_threshold: int = ATTN_CHUNK_THRESHOLD, rngs: nnx.Rngs):
         cfg = _autoencoder_section(cfg)
         dd = cfg.ddconfig
-        if dd.get("double_z", False):
+        if dd.double_z:
             raise ValueError("VQModel expects ddconfig.double_z = False (that is the KL autoencoder)")
         attn_kw = dict(attn_impl=attn_impl, chunk_threshold=chunk_threshold)
         self.dtype = dtype

@@ -94,7 +94,7 @@ def ema_networks(rc, run_dir: pathlib.Path, reuse: dict | None = None):
     reuse = {} if reuse is None else reuse
     iters = int(rc.train.iterations)
     export = run_dir / "ema" / f"ema_model_{iters}.safetensors"
-    vq_ckpt = str(rc.autoencoder.get("ckpt_path", "") or "")
+    vq_ckpt = str(rc.autoencoder.ckpt_path or "")
     if export.is_file() and vq_ckpt:
         if "unet" not in reuse:
             reuse["unet"] = weights.load_unet(export, rc, dtype=jnp.float32)
@@ -124,7 +124,7 @@ class Evaluator:
 
     def __init__(self, study_cfg, rc):
         self.metrics = ev.parse_metrics(list(study_cfg.metrics))
-        self.pairs = ev.val_pairs(rc, crop=int(study_cfg.get("val_crop", 0) or 0))
+        self.pairs = ev.val_pairs(rc, crop=int(study_cfg.val_crop or 0))
         self.batch = max(1, min(int(rc.train.batch[1]), len(self.pairs)))
         self.mesh = eval_mesh(self.batch)
         self.eval_seed = int(study_cfg.eval_seed)
@@ -132,13 +132,13 @@ class Evaluator:
         self.lpips = None
         self.reuse = {}  # modules built once per study (see ema_networks)
         if "lpips" in self.metrics:
-            bb, heads = study_cfg.get("lpips_backbone", ""), study_cfg.get("lpips_heads", "")
+            bb, heads = study_cfg.lpips_backbone, study_cfg.lpips_heads
             bb, heads = (str(resolve_project_path(x)) if x else "" for x in (bb, heads))
             if not (bb and heads and pathlib.Path(bb).is_file() and pathlib.Path(heads).is_file()):
                 raise FileNotFoundError(
                     f"study.metrics has 'lpips' but study.lpips_backbone={bb!r} / study.lpips_heads={heads!r} "
                     "are not files (torchvision backbone + lpips v0.1 heads); drop 'lpips' or set them")
-            self.lpips = ev.LpipsScorer(weights.load_lpips(study_cfg.get("lpips_net", "vgg"), bb, heads))
+            self.lpips = ev.LpipsScorer(weights.load_lpips(study_cfg.lpips_net, bb, heads))
 
     def __call__(self, rc, run_dir) -> tuple[dict, list[dict]]:
         unet, vq = ema_networks(rc, run_dir, self.reuse)
@@ -155,7 +155,7 @@ def run_study(cfg, workdir, *, log=print) -> list[dict]:
     cfg = load_config(cfg)
     workdir = pathlib.Path(workdir).absolute()
     (workdir / "runs").mkdir(parents=True, exist_ok=True)
-    cache = enable_compile_cache(cfg.study.get("compile_cache_dir", "") or workdir / "jax_cache")
+    cache = enable_compile_cache(cfg.study.compile_cache_dir or workdir / "jax_cache")
     logf = open(workdir / "study.log", "a")
 
     def say(msg):

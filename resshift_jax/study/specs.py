@@ -31,7 +31,7 @@ def scheme_specs(cfg) -> list[dict]:
     labels = [s["label"] for s in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"study.schemes: labels must be unique, got {labels}")
-    only = [x.strip() for x in str(cfg.study.get("only", "") or "").split(",") if x.strip()]
+    only = [x.strip() for x in str(cfg.study.only or "").split(",") if x.strip()]
     if only:
         missing = sorted(set(only) - set(labels))
         if missing:

@@ -30,9 +30,9 @@ def _resolved_train_cfg(cfg_train):
     """An unlocked copy of `data.train` with folder/list paths resolved against the project root."""
     import ml_collections
     d = ml_collections.ConfigDict(cfg_train.to_dict())
-    if d.get("dir_paths", ()):
+    if d.dir_paths:
         d.dir_paths = tuple(str(resolve_project_path(p)) for p in d.dir_paths)
-    if d.get("txt_file_path", ()):
+    if d.txt_file_path:
         d.txt_file_path = tuple(str(resolve_project_path(p)) for p in d.txt_file_path)
     return d
 
@@ -103,17 +103,17 @@ class TrainInput:
 
     def __init__(self, cfg, mesh, *, use_pool: bool | None = None):
         self.cfg, self.mesh = cfg, mesh
-        gt_data, gt_deg = int(cfg.data.train.gt_size), int(cfg.degradation.get("gt_size", cfg.data.train.gt_size))
+        gt_data, gt_deg = int(cfg.data.train.gt_size), int(cfg.degradation.gt_size)
         if gt_data != gt_deg:
             raise ValueError(f"data.train.gt_size={gt_data} but degradation.gt_size={gt_deg}: the device "
                              "degradation works on the HR crops the loader makes; set both to the same size")
         self.gb = int(cfg.train.batch[0])
         # data order, crops, flips and degradations; defaults to train.seed (studies pin it apart)
-        self.seed = int(cfg.train.get("data_seed", cfg.train.seed))
+        self.seed = int(cfg.train.data_seed)
         self.rows = shd.local_batch_slice(mesh, self.gb)
         self.ds = build_row_dataset(cfg, self.gb, self.rows, self.seed)
         self.it = iter(self.ds)
-        use_pool = bool(cfg.degradation.get("use_queue", True)) if use_pool is None else use_pool
+        use_pool = bool(cfg.degradation.use_queue) if use_pool is None else use_pool
         inner, init_pool = dpipe.make_train_pairs_fn(cfg, use_pool=use_pool)
         bs4, rep = shd.batch_sharding(mesh, 4), shd.replicated(mesh)
         keys = data_stream_keys(self.seed)

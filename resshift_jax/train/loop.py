@@ -128,7 +128,7 @@ class Schedule:
     @classmethod
     def from_config(cls, tc, start: int, stop_at: int | None) -> "Schedule":
         end = int(tc.iterations) if stop_at is None else min(int(stop_at), int(tc.iterations))
-        return cls(start, end, max(1, int(tc.log_freq[0])), int(tc.save_freq), int(tc.get("val_freq", 0) or 0))
+        return cls(start, end, max(1, int(tc.log_freq[0])), int(tc.save_freq), int(tc.val_freq or 0))
 
     def log(self, done: int) -> bool:
         return done % self.log_every == 0 or done == self.end
@@ -236,7 +236,7 @@ class Progress:
 
 def make_checkpointer(workdir: pathlib.Path, tc) -> Checkpointer:
     return Checkpointer(workdir / "checkpoints", save_interval_steps=int(tc.save_freq),
-                        max_to_keep=int(tc.get("keep_checkpoints", 3)) or None, async_save=True)
+                        max_to_keep=int(tc.keep_checkpoints) or None, async_save=True)
 
 
 def restore_or_init(trainer: Trainer, ckpt: Checkpointer, loader):
@@ -296,7 +296,7 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
     if lead:
         (workdir / "config.json").write_text(cfg.to_json_best_effort(indent=2))
     writer = MetricsWriter(workdir, enabled=lead, resume_step=sched.start)
-    guard = BadStepGuard(int(tc.get("max_bad_steps", 20)))
+    guard = BadStepGuard(int(tc.max_bad_steps))
     validator, record = None, {}
     bar = Progress(progress and lead, sched)
     acc = MetricsAccumulator(int(tc.batch[0]), with_lpips=use_lpips(cfg))

@@ -30,12 +30,12 @@ ENCODER_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 def compute_dtype(cfg):
     """bfloat16 under `train.use_amp`, else float32 (parameters stay float32 either way)."""
-    return jnp.bfloat16 if cfg.train.get("use_amp", False) else jnp.float32
+    return jnp.bfloat16 if cfg.train.use_amp else jnp.float32
 
 
 def encoder_dtype(cfg):
     """Compute dtype of the frozen VQ encoder (`train.encoder_dtype`, default float32)."""
-    name = str(cfg.train.get("encoder_dtype", "float32"))
+    name = str(cfg.train.encoder_dtype)
     if name not in ENCODER_DTYPES:
         raise ValueError(f"train.encoder_dtype={name!r} not in {tuple(ENCODER_DTYPES)}")
     return ENCODER_DTYPES[name]
@@ -43,7 +43,7 @@ def encoder_dtype(cfg):
 
 def lpips_coef(cfg) -> float:
     """The LPIPS weight `train.loss_coef[1]` (0 when absent)."""
-    coef = tuple(cfg.train.get("loss_coef", (1.0, 0.0)))
+    coef = tuple(cfg.train.loss_coef)
     return float(coef[1]) if len(coef) > 1 else 0.0
 
 
@@ -92,7 +92,7 @@ def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
     """VQ weights from `autoencoder.ckpt_path` (empty: keep random, tests only); LPIPS from
     `train.vgg_ckpt` (torchvision VGG16 features) + `train.lpips_ckpt` (lpips v0.1 heads).
     Returns (vq, lp)."""
-    ck = cfg.autoencoder.get("ckpt_path", "")
+    ck = cfg.autoencoder.ckpt_path
     if ck:
         p = resolve_project_path(ck)
         if not p.is_file():
@@ -102,7 +102,7 @@ def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
     else:
         log.warning("autoencoder.ckpt_path is empty: the frozen VQ autoencoder keeps random weights")
     if lp is not None:
-        lp_ck, vgg_ck = cfg.train.get("lpips_ckpt", ""), cfg.train.get("vgg_ckpt", "")
+        lp_ck, vgg_ck = cfg.train.lpips_ckpt, cfg.train.vgg_ckpt
         vgg_p, lp_p = resolve_project_path(vgg_ck), resolve_project_path(lp_ck)
         if lp_ck and vgg_ck and lp_p.is_file() and vgg_p.is_file():
             lp = weights.load_lpips("vgg", str(vgg_p), str(lp_p), dtype=compute_dtype(cfg))

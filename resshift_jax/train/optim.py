@@ -51,11 +51,11 @@ def make_optimizer(train_cfg) -> optax.GradientTransformation:
     optional global-norm clipping. The caller multiplies by −lr(step), so the schedule follows
     the iteration counter (skipped NaN steps included, as the reference's scheduler does)."""
     parts = []
-    clip = float(train_cfg.get("grad_clip", 0.0) or 0.0)
+    clip = float(train_cfg.grad_clip or 0.0)
     if clip > 0:
         parts.append(optax.clip_by_global_norm(clip))
     parts.append(optax.scale_by_adam(b1=0.9, b2=0.999, eps=1e-8))
-    wd = float(train_cfg.get("weight_decay", 0.0) or 0.0)
+    wd = float(train_cfg.weight_decay or 0.0)
     if wd > 0:
         parts.append(optax.add_decayed_weights(wd))  # decoupled, as torch AdamW: p -= lr·wd·p
     return optax.chain(*parts)

@@ -36,7 +36,7 @@ def accum_steps_for(cfg, num_batch_shards: int) -> int:
     chunks of `microbatch`; here one micro-batch is spread over all batch shards, so
     accum = batch / (microbatch · shards), at least 1. `train.accum_steps` overrides it."""
     b = int(cfg.train.batch[0])
-    if cfg.train.get("accum_steps", 0):
+    if cfg.train.accum_steps:
         n = int(cfg.train.accum_steps)
     else:
         n = max(1, b // (int(cfg.train.microbatch) * num_batch_shards))
@@ -106,7 +106,7 @@ def make_loss_fn(cfg, nets, sched):
     """loss(params, frozen, hr, lq, key) -> (mean loss, aux) for one micro-batch."""
     sf = int(cfg.diffusion.sf)
     scale_factor = float(cfg.diffusion.scale_factor)
-    coef = tuple(float(c) for c in cfg.train.get("loss_coef", (1.0, 0.0)))
+    coef = tuple(float(c) for c in cfg.train.loss_coef)
     c_mse, c_lpips = coef[0], lpips_coef(cfg)
     with_lpips = use_lpips(cfg)
 

@@ -28,7 +28,7 @@ class Trainer:
         self.step_fn = make_step_fn(cfg, self.nets, mesh, accum_steps=accum_steps)
         self.tx = self.step_fn.tx
         self.accum_steps = self.step_fn.accum_steps
-        min_size = int(cfg.sharding.get("min_fsdp_size", 2 ** 14))
+        min_size = int(cfg.sharding.min_fsdp_size)
         params_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), self.nets.unet_params)
         self.abstract_state = state_lib.abstract_train_state(params_abs, self.tx)
         self.state_shardings = state_lib.state_shardings(self.abstract_state, mesh, min_size)
