@@ -38,6 +38,7 @@ COVERED_BY = {
     "resshift_jax.study": "tests/test_study.py",
     "resshift_jax.evaluate": "tests/test_evaluate.py",
     "resshift_jax.train.compile_check": "tests/test_compile_check.py",
+    "resshift_jax.weights": "tests/test_weights.py",  # test_convert_cli
     "resshift_jax.data.pack": "tests/test_data_sources.py",  # pack.pack / pack.pack_tfds, the CLI's body
     "scripts/show_degradations.py": None,  # its device degradation step compiles for ~30 s: parse only
     "bench/bench_data.py": None,  # a benchmark (timed runs): parse only
@@ -70,13 +71,13 @@ def _command(span):
         return None
     head, args = tokens[0], tokens[1:]
     if re.fullmatch(r"(\S*/)?python3?(\.\d+)?", head):
-        if args[:1] == ["-m"] and len(args) > 1:
-            return "module", args[1], args[2:]
+        if args[:1] == ["-m"] and len(args) > 1:  # this project's modules only (not `-m venv`, `-m pip`)
+            return ("module", args[1], args[2:]) if args[1].startswith("resshift_jax") else None
         if args and args[0].endswith(".py"):
             return "script", args[0], args[1:]
         return None
-    if head in SCRIPTS:
-        return "entry", head, args
+    if head in SCRIPTS:  # a bare name in prose (`resshift-infer`) names the command, it is no run
+        return ("entry", head, args) if args else None
     if head.endswith((".py", ".sh")) and (ROOT / head).is_file() and (args or head.startswith("./")):
         return ("script" if head.endswith(".py") else "shell"), head.removeprefix("./"), args
     return None
