@@ -26,7 +26,7 @@ import ml_collections
 from absl import app
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro")
+CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro", "compact_bicsr", "compact_realsr")
 
 
 def unet_config() -> ml_collections.ConfigDict:
@@ -57,6 +57,7 @@ def unet_config() -> ml_collections.ConfigDict:
 def autoencoder_config() -> ml_collections.ConfigDict:
     """`autoencoder` section: VQModelTorch, f4, 8192 x 3 codebook."""
     return ml_collections.ConfigDict(dict(
+        kind="vq",  # first stage (models/first_stage.py): "vq" (VQ-f4, ckpt_path) | "space_to_depth" (exact pixel-unshuffle by diffusion.sf, no weights)
         ckpt_path="weights/autoencoder_vq_f4.pth",
         embed_dim=3,
         n_embed=8192,
@@ -142,6 +143,7 @@ def realesrgan_data_config() -> ml_collections.ConfigDict:
             tfds_split="train",
             tfds_image_key="image",
             im_exts=("png", "jpg", "jpeg", "JPEG", "bmp", "tif", "tiff", "webp"),
+            exclude_glob=(),  # file-name patterns never trained on (held-out images), e.g. ("mcmaster_*",)
             blur_kernel_size=21,
             kernel_list=KERNEL_LIST,
             kernel_prob=(0.45, 0.25, 0.12, 0.03, 0.12, 0.03),
@@ -160,7 +162,7 @@ def realesrgan_data_config() -> ml_collections.ConfigDict:
             gt_size=256,
             crop_pad_size=300,
             use_hflip=True,
-            rescale_gt=True,
+            rescale_gt=True,  # crop the short-side square resized to gt_size (bicubic type: short side to gt_size); False: native-resolution crops
             num_workers=0,  # grain worker processes (0: in-process)
             # type="bicubic" (bicsr): LQ = MATLAB bicubic resize of the GT crop by `scale`
             degrade_kwargs=dict(scale=0.25),
@@ -170,6 +172,7 @@ def realesrgan_data_config() -> ml_collections.ConfigDict:
             dir_path="../shared/data/Val_SR/lq",
             extra_dir_path="../shared/data/Val_SR/gt",
             im_exts=("png",),
+            include_glob="",  # only the files whose name matches (e.g. "mcmaster_*"); "" = all
             length=-1,
         ),
     ))
@@ -223,6 +226,69 @@ def inference_config() -> ml_collections.ConfigDict:
         chop_stride=448,
         blend="feather",
     ))
+
+
+# ----------------------------------------------------------------------------- compact models
+COMPACT_HELD_OUT = "mcmaster_*"  # train_hr images the compact recipes never train on (their validation)
+
+
+def compact_config(base: str, *, gt_size: int, kappa: float, min_noise_level: float,
+                   iterations: int) -> ml_collections.ConfigDict:
+    """A compact recipe on top of the official config `base` (its data and degradation): the
+    parameter-free space-to-depth first stage (48 channels at LR resolution, scale_factor 1: the
+    latent is the [-1, 1] image rearranged), a small Swin-UNet, no LPIPS, float32, HR crops of
+    `gt_size` at the images' own resolution from ../shared/data/train_hr less COMPACT_HELD_OUT."""
+    cfg = load_config(base)
+    cfg.autoencoder.kind = "space_to_depth"
+    cfg.autoencoder.ckpt_path = ""  # no weights
+    lr_crop = gt_size // int(cfg.diffusion.sf)
+    m = cfg.model
+    m.image_size = m.lq_size = lr_crop  # the LR image is concatenated at latent (= LR) resolution
+    m.in_channels = m.out_channels = 3 * int(cfg.diffusion.sf) ** 2
+    m.model_channels = 64
+    m.channel_mult = (1, 2, 2)
+    m.num_res_blocks = (1, 1, 1)
+    m.attention_resolutions = (lr_crop // 4,)  # Swin at the lowest level (and in the middle block)
+    m.swin_depth = 2
+    m.swin_embed_dim = 64
+    m.num_head_channels = 16
+    m.window_size = 8
+    m.mlp_ratio = 2
+    d = cfg.diffusion
+    d.steps = 4
+    d.kappa = kappa
+    d.min_noise_level = min_noise_level
+    d.schedule_kwargs.power = 0.3
+    d.etas_end = 0.99
+    d.scale_factor = 1.0
+    tr = cfg.data.train
+    tr.dir_paths = ("../shared/data/train_hr",)
+    tr.exclude_glob = (COMPACT_HELD_OUT,)
+    tr.gt_size = gt_size
+    tr.rescale_gt = False
+    tr.crop_pad_size = gt_size
+    cfg.degradation.gt_size = gt_size
+    cfg.inference.padding_offset = lr_crop  # = model.lq_size
+    cfg.inference.chop_size = 128  # LR tiles: a 128x128 LR image is one tile
+    cfg.inference.chop_stride = 112
+    t = cfg.train
+    t.lr = 5e-4
+    t.lr_min = 5e-5
+    t.lr_schedule = "cosin"
+    t.warmup_iterations = 200
+    t.batch = (16, 6)  # [train, val]
+    t.microbatch = 16
+    t.iterations = iterations
+    t.ema_rate = 0.995  # a ~200-step average: the runs are a few thousand steps long
+    t.use_amp = False  # bfloat16 is slower than float32 on a CPU
+    t.loss_coef = (1.0, 0.0)  # no LPIPS
+    t.save_freq = 500
+    t.keep_checkpoints = 2
+    t.val_freq = 500
+    t.log_freq = (25, 500, 1)
+    t.seed = 2026
+    t.data_seed = 2026
+    return cfg
 
 
 def base_config(*, steps: int, min_noise_level: float, lr_schedule: str, batch: int,

@@ -22,6 +22,7 @@ The trainer's validation (train/validation.py), the w_t study (study/runner.py) 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 import pathlib
 
@@ -73,13 +74,16 @@ class Pair:
     gt: np.ndarray
 
 
-def _images(folder, exts=None) -> list[pathlib.Path]:
+def _images(folder, exts=None, include: str = "") -> list[pathlib.Path]:
+    """The images of `folder` (recursive, sorted); with `include`, only names matching that glob."""
     folder = pathlib.Path(folder)
     if not folder.is_dir():
         raise EvaluationError(f"not a folder: {folder}")
     files, _ = list_images(folder, exts)
+    if include:
+        files = [f for f in files if fnmatch.fnmatch(f.name, include)]
     if not files:
-        raise EvaluationError(f"no images in {folder}")
+        raise EvaluationError(f"no images in {folder}" + (f" matching {include!r}" if include else ""))
     return files
 
 
@@ -96,11 +100,12 @@ def _center_crop(lq: np.ndarray, gt: np.ndarray, crop: int, sf: int, name: str):
             np.ascontiguousarray(gt[sf * top:sf * (top + crop), sf * left:sf * (left + crop)]))
 
 
-def folder_pairs(lq_dir, gt_dir, *, sf: int, length: int = -1, crop: int = 0, exts=None) -> list[Pair]:
+def folder_pairs(lq_dir, gt_dir, *, sf: int, length: int = -1, crop: int = 0, exts=None,
+                 include: str = "") -> list[Pair]:
     """Real pairs: each LQ image of `lq_dir` (sorted; the first `length` when > 0) with the GT of
     the same relative path in `gt_dir`, which must be sf x its size. `crop` > 0: centred crops."""
     lq_dir, gt_dir = pathlib.Path(lq_dir), pathlib.Path(gt_dir)
-    files = _images(lq_dir, exts)
+    files = _images(lq_dir, exts, include)
     files = files[:length] if length > 0 else files
     missing = [_rel(f, lq_dir) for f in files if not (gt_dir / _rel(f, lq_dir)).is_file()]
     if missing:
@@ -118,12 +123,13 @@ def folder_pairs(lq_dir, gt_dir, *, sf: int, length: int = -1, crop: int = 0, ex
     return pairs
 
 
-def bicubic_pairs(gt_dir, *, sf: int, length: int = -1, crop: int = 0, exts=None) -> list[Pair]:
+def bicubic_pairs(gt_dir, *, sf: int, length: int = -1, crop: int = 0, exts=None,
+                  include: str = "") -> list[Pair]:
     """Bicubic pairs from GT images alone (the reference's bicsr validation): GT cut at the
     bottom/right to multiples of sf (centred sf·crop x sf·crop when `crop` > 0), LQ = MATLAB
     bicubic x1/sf with antialiasing, float, neither clipped nor re-quantised."""
     gt_dir = pathlib.Path(gt_dir)
-    files = _images(gt_dir, exts)
+    files = _images(gt_dir, exts, include)
     files = files[:length] if length > 0 else files
     pairs = []
     for f in files:
@@ -148,11 +154,13 @@ def val_pairs(cfg, *, crop: int = 0) -> list[Pair]:
     v = cfg.data.val
     kind = str(v.type)
     sf, length, exts = int(cfg.diffusion.sf), int(v.length), tuple(v.im_exts) or None
+    include = str(v.include_glob)  # e.g. the held-out "mcmaster_*" files of the training folder
     if kind == "base":
         return folder_pairs(resolve_project_path(v.dir_path), resolve_project_path(v.extra_dir_path),
-                            sf=sf, length=length, crop=crop, exts=exts)
+                            sf=sf, length=length, crop=crop, exts=exts, include=include)
     if kind == "bicubic":
-        return bicubic_pairs(resolve_project_path(v.dir_path), sf=sf, length=length, crop=crop, exts=exts)
+        return bicubic_pairs(resolve_project_path(v.dir_path), sf=sf, length=length, crop=crop, exts=exts,
+                             include=include)
     raise EvaluationError(f"data.val.type={kind!r}; choose one of {VAL_TYPES}")
 
 

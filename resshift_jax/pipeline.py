@@ -5,7 +5,8 @@ batch-sharded over a mesh.
 `super_resolve` is the one definition of the program: reflect-pad the LR image at the
 bottom/right to a multiple of `padding_offset` (= model.lq_size), condition on it
 (`condition_latent`: bicubic ×sf, encode, × scale_factor), run the reverse chain as one
-`lax.scan`, decode with quantisation, crop to sf × the unpadded size and clamp to [-1, 1].
+`lax.scan`, decode with quantisation (the first stage of `autoencoder.kind`: VQ-f4, or the
+exact space-to-depth, whose decode ignores `quantize`), crop to sf × the unpadded size and clamp to [-1, 1].
 `SRPipeline`, the compile-only check (`train/compile_check.py`) and, for the conditioning, the
 training loss (`train/step.py`) all call these functions, so they cannot drift apart.
 """
@@ -23,6 +24,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from resshift_jax import diffusion, schedule
 from resshift_jax.config import load_config
+from resshift_jax.models.first_stage import latent_channels, latent_factor
 from resshift_jax.resize import bicubic_upsample
 
 
@@ -181,9 +183,9 @@ class SRPipeline:
     def latent_shape(self, lq_shape) -> tuple:
         """(B, H, W, C) of the latent for an LR batch shape (after padding)."""
         b, h, w, _ = lq_shape
-        f = 2 ** (len(self.config.autoencoder.ddconfig.ch_mult) - 1)
+        f = latent_factor(self.config)
         hp, wp = padded_size(h, self.padding_offset), padded_size(w, self.padding_offset)
-        return (b, hp * self.sf // f, wp * self.sf // f, int(self.config.autoencoder.embed_dim))
+        return (b, hp * self.sf // f, wp * self.sf // f, latent_channels(self.config))
 
     def __call__(self, lq, key=None, noise=None, *, return_all: bool = False):
         lq = jnp.asarray(lq, jnp.float32)

@@ -12,7 +12,8 @@ mapping is a rename of the leaf plus a layout transpose:
 
 Reading official checkpoints needs no PyTorch: `.pth` files (torch.save zip format) go through a
 restricted unpickler that only rebuilds tensors (section "Reading .pth"). Also here: safetensors
-and Orbax I/O, `load_unet` / `load_vqgan` / `load_lpips`, and a converter CLI:
+and Orbax I/O, `load_unet` / `load_vqgan` / `load_first_stage` (by `autoencoder.kind`) /
+`load_lpips`, and a converter CLI:
 
     python -m resshift_jax.weights convert IN OUT --kind unet|vqgan --config realsr_v3
 """
@@ -29,6 +30,8 @@ import numpy as np
 from flax import nnx
 
 from resshift_jax.config import load_config
+from resshift_jax.paths import resolve_project_path
+from resshift_jax.models import first_stage
 from resshift_jax.models.lpips import LPIPS, NETS as LPIPS_NETS, empty_lpips
 from resshift_jax.models.unet import UNetModelSwin
 from resshift_jax.models.vqgan import VQModel
@@ -256,6 +259,31 @@ def load_vqgan(path, config="realsr_v3", *, dtype=jnp.float32, **model_kwargs) -
     cfg = load_config(config)
     sd = read_checkpoint(path)
     return load_into(_build(lambda: VQModel(cfg.autoencoder, dtype=dtype, **model_kwargs, rngs=nnx.Rngs(0))), path, sd)
+
+
+def load_first_stage(config, path=None, *, dtype=jnp.float32, **model_kwargs) -> nnx.Module:
+    """The first stage of `config` (`autoencoder.kind`, models/first_stage.py), ready to use.
+
+    - "vq": the VQModel with the weights in `path`, or, when `path` is None/empty, in the
+      config's `autoencoder.ckpt_path` (resolved against the project root).
+    - "space_to_depth": the parameter-free SpaceToDepth by `diffusion.sf`; it has no weights,
+      so a `path` is an error (it would be silently ignored otherwise).
+    `model_kwargs` go to VQModel (e.g. attn_impl)."""
+    cfg = load_config(config)
+    kind = first_stage.kind_of(cfg)
+    if kind == "space_to_depth":
+        if path:
+            raise ValueError(f"autoencoder.kind='space_to_depth' is parameter-free: it takes no checkpoint, "
+                             f"but got {str(path)!r} (drop the first-stage/VAE checkpoint, or use a config "
+                             "with autoencoder.kind='vq')")
+        return first_stage.build_first_stage(cfg, dtype=dtype)
+    if not path:
+        path = str(cfg.autoencoder.ckpt_path or "")
+        if not path:
+            raise ValueError("autoencoder.kind='vq' needs trained weights: give a path or set "
+                             "autoencoder.ckpt_path (e.g. weights/autoencoder_vq_f4.pth)")
+        path = resolve_project_path(path)
+    return load_vqgan(path, cfg, dtype=dtype, **model_kwargs)
 
 
 # ----------------------------------------------------------------------------- LPIPS

@@ -24,6 +24,7 @@ writes each example into its slot of the batch (no per-example copies to stack).
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import pathlib
 
@@ -158,11 +159,14 @@ class LoadBatch:
 
     def _hr(self, img, rng, out):
         if self.kind == "bicubic":
-            img = bicubic_short_side(img, self.gt_size)
-            top = int(rng.integers(0, img.shape[0] - self.gt_size + 1))
-            left = int(rng.integers(0, img.shape[1] - self.gt_size + 1))
-            img = img[top:top + self.gt_size, left:left + self.gt_size] / 255.0
-            # not clipped: the reference (BicubicFromSource) keeps the cubic overshoot in the GT
+            if self.rescale_gt:  # the reference (BicubicFromSource): short side to gt_size, crop
+                img = bicubic_short_side(img, self.gt_size)
+                top = int(rng.integers(0, img.shape[0] - self.gt_size + 1))
+                left = int(rng.integers(0, img.shape[1] - self.gt_size + 1))
+                img = img[top:top + self.gt_size, left:left + self.gt_size] / 255.0
+                # not clipped: the reference keeps the cubic overshoot in the GT
+            else:  # a gt_size crop at the image's own resolution (reflect-padded when smaller)
+                img = rescale_crop(img, rng, self.gt_size, False, self.gt_size)
             out[...] = dihedral(img, int(rng.integers(8)))
             return
         flip = bool(self.use_hflip and rng.uniform() < 0.5)
@@ -195,7 +199,8 @@ def _folder(d) -> str:
 
 
 def make_source(cfg_train):
-    """The source named by the config: array_record_dir, tfds_name, or dir_paths + txt_file_path."""
+    """The source named by the config: array_record_dir, tfds_name, or dir_paths + txt_file_path
+    less the files whose name matches a pattern of `exclude_glob` (held-out images)."""
     if cfg_train.array_record_dir:
         return sources.ArrayRecordSource(cfg_train.array_record_dir)
     if cfg_train.tfds_name:
@@ -208,6 +213,8 @@ def make_source(cfg_train):
         paths += [str(f) for d in cfg_train.dir_paths for f in list_images(_folder(d), exts)[0]]
     if cfg_train.txt_file_path:
         paths += sources.read_txt_lists(cfg_train.txt_file_path)
+    held_out = tuple(cfg_train.exclude_glob)
+    paths = [p for p in paths if not any(fnmatch.fnmatch(pathlib.Path(p).name, g) for g in held_out)]
     return sources.FileSource(paths)
 
 

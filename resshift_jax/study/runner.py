@@ -33,6 +33,7 @@ from resshift_jax import sharding as shd
 from resshift_jax import weights
 from resshift_jax.checkpoint import Checkpointer
 from resshift_jax.config import load_config
+from resshift_jax.models.first_stage import kind_of
 from resshift_jax.paths import resolve_project_path
 from resshift_jax.pipeline import SRPipeline
 from resshift_jax.study import report
@@ -95,13 +96,13 @@ def ema_networks(rc, run_dir: pathlib.Path, reuse: dict | None = None):
     iters = int(rc.train.iterations)
     export = run_dir / "ema" / f"ema_model_{iters}.safetensors"
     vq_ckpt = str(rc.autoencoder.ckpt_path or "")
-    if export.is_file() and vq_ckpt:
+    if export.is_file() and (vq_ckpt or kind_of(rc) == "space_to_depth"):
         if "unet" not in reuse:
             reuse["unet"] = weights.load_unet(export, rc, dtype=jnp.float32)
         else:
             weights.load_into(reuse["unet"], export)
         if "vq" not in reuse:
-            reuse["vq"] = weights.load_vqgan(resolve_project_path(vq_ckpt), rc, dtype=jnp.float32)
+            reuse["vq"] = weights.load_first_stage(rc, dtype=jnp.float32)  # VQ from ckpt_path, or space_to_depth
         return reuse["unet"], reuse["vq"]
     trainer = Trainer(rc, shd.mesh_from_config(rc))
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)

@@ -1,4 +1,8 @@
-"""Build the networks the trainer needs: the UNet (trained), the VQ autoencoder and LPIPS (frozen).
+"""Build the networks the trainer needs: the UNet (trained), the first stage and LPIPS (frozen).
+
+The first stage is the VQ autoencoder or the parameter-free space-to-depth, by
+`autoencoder.kind` (models/first_stage.py); the trainer's frozen `vq` slot holds its state,
+which is empty for space-to-depth. Below, "VQ" means whichever first stage the config selects.
 
 `build_models(cfg, abstract=True)` builds them under `nnx.eval_shape`, so compile-only checks of
 the full configs allocate nothing. The frozen VQ encoder gets its own graph definition in
@@ -16,9 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resshift_jax import weights
+from resshift_jax.models.first_stage import build_first_stage, kind_of
 from resshift_jax.models.lpips import LPIPS
 from resshift_jax.models.unet import UNetModelSwin
-from resshift_jax.models.vqgan import VQModel
 from resshift_jax.paths import resolve_project_path
 from resshift_jax.train.state import split_params
 
@@ -72,7 +76,7 @@ class Networks:
 def _make(cfg, dtype, seed):
     rngs = nnx.Rngs(seed)
     unet = UNetModelSwin(cfg.model, dtype=dtype, rngs=rngs)
-    vq = VQModel(cfg.autoencoder, dtype=dtype, rngs=nnx.Rngs(seed + 1))
+    vq = build_first_stage(cfg, dtype=dtype, rngs=nnx.Rngs(seed + 1))
     lp = LPIPS("vgg", dtype=dtype, rngs=nnx.Rngs(seed + 2)) if use_lpips(cfg) else None
     return unet, vq, lp
 
@@ -81,19 +85,23 @@ def _split(cfg, unet, vq, lp) -> Networks:
     unet_def, params, rest = split_params(unet)
     vq_def, vq_state = nnx.split(vq)
     lp_def, lp_state = nnx.split(lp) if lp is not None else (None, None)
-    enc_def = nnx.split(nnx.eval_shape(lambda: VQModel(cfg.autoencoder, dtype=encoder_dtype(cfg),
-                                                       rngs=nnx.Rngs(0))))[0]
+    enc_def = nnx.split(nnx.eval_shape(lambda: build_first_stage(cfg, dtype=encoder_dtype(cfg),
+                                                                 rngs=nnx.Rngs(0))))[0]
     return Networks(unet_def=unet_def, unet_params=params, unet_rest=nnx.to_pure_dict(rest), vq_def=vq_def,
                     vq_encoder_def=enc_def, vq_state=nnx.to_pure_dict(vq_state), lpips_def=lp_def,
                     lpips_state=nnx.to_pure_dict(lp_state) if lp_state is not None else None)
 
 
 def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
-    """VQ weights from `autoencoder.ckpt_path` (empty: keep random, tests only); LPIPS from
-    `train.vgg_ckpt` (torchvision VGG16 features) + `train.lpips_ckpt` (lpips v0.1 heads).
-    Returns (vq, lp)."""
+    """VQ weights from `autoencoder.ckpt_path` (empty: keep random, tests only; space_to_depth has
+    none and must not name one); LPIPS from `train.vgg_ckpt` (torchvision VGG16 features) +
+    `train.lpips_ckpt` (lpips v0.1 heads). Returns (vq, lp)."""
     ck = cfg.autoencoder.ckpt_path
-    if ck:
+    if kind_of(cfg) == "space_to_depth":
+        if ck:
+            raise ValueError(f"autoencoder.kind='space_to_depth' is parameter-free, but autoencoder.ckpt_path="
+                             f"{ck!r}: set it to '' (or use autoencoder.kind='vq')")
+    elif ck:
         p = resolve_project_path(ck)
         if not p.is_file():
             raise FileNotFoundError(f"autoencoder.ckpt_path {p} does not exist (the VQ autoencoder "

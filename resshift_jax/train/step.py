@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from flax import nnx
 
 from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
+from resshift_jax.models.first_stage import latent_factor
 from resshift_jax.pipeline import condition_latent
 from resshift_jax.train import state as state_lib
 from resshift_jax.train.networks import lpips_coef, use_lpips
@@ -51,7 +52,7 @@ def accum_steps_for(cfg, num_batch_shards: int) -> int:
 def check_train_sizes(cfg) -> None:
     """The HR crop must give a latent every UNet level of which is a multiple of the Swin window."""
     gt = int(cfg.data.train.gt_size)
-    f = 2 ** (len(cfg.autoencoder.ddconfig.ch_mult) - 1)
+    f = latent_factor(cfg)
     need = int(cfg.model.window_size) * 2 ** (len(cfg.model.channel_mult) - 1) * f
     sf = int(cfg.diffusion.sf)
     if gt % need or gt % sf:

@@ -21,7 +21,7 @@ from flax import nnx
 
 from resshift_jax import evaluation as ev
 from resshift_jax.models.unet import UNetModelSwin
-from resshift_jax.models.vqgan import VQModel
+from resshift_jax.models.first_stage import build_first_stage
 from resshift_jax.paths import resolve_project_path
 from resshift_jax.pipeline import SRPipeline
 from resshift_jax.train.state import split_params
@@ -40,7 +40,7 @@ def float32_graphdefs(cfg):
     """Graph definitions of the UNet (split as the trainer's params / rest) and of the VQ computing
     in float32, to merge with the trainer's float32 states whatever its compute dtype."""
     unet = nnx.eval_shape(lambda: UNetModelSwin(cfg.model, dtype=jnp.float32, rngs=nnx.Rngs(0)))
-    vq = nnx.eval_shape(lambda: VQModel(cfg.autoencoder, dtype=jnp.float32, rngs=nnx.Rngs(1)))
+    vq = nnx.eval_shape(lambda: build_first_stage(cfg, dtype=jnp.float32, rngs=nnx.Rngs(1)))
     return split_params(unet)[0], nnx.split(vq)[0]
 
 
