@@ -70,3 +70,21 @@ def test_missing_weights_are_clear_errors(fixtures_dir, tmp_path, caplog):
     cfg = lpips_config(fixtures_dir, fixtures_dir / "vq_tiny.pth", heads)
     with pytest.raises(CheckpointMismatchError, match=r"LPIPS-vgg weights \(.*vq_tiny.pth"):
         build_models(cfg)
+
+
+def test_space_to_depth_first_stage_is_frozen_and_empty(fixtures_dir):
+    """autoencoder.kind='space_to_depth': the frozen `vq` slot holds an empty state (nothing to
+    load, shard or checkpoint), both graph definitions are the parameter-free module, and naming
+    a checkpoint for it is an error rather than silently ignored."""
+    from resshift_jax.config import load_config
+    from resshift_jax.models.first_stage import SpaceToDepth
+
+    cfg = load_config("compact_bicsr")
+    nets = build_models(cfg, abstract=True)
+    assert nets.vq_state == {} and nets.frozen["vq"] == {} and nets.lpips_def is None
+    for graph in (nets.vq_def, nets.vq_encoder_def):
+        assert isinstance(nnx.merge(graph, {}), SpaceToDepth)
+    assert nnx.merge(nets.vq_def, {}).sf == 4
+    cfg.autoencoder.ckpt_path = str(fixtures_dir / "vq_tiny.pth")
+    with pytest.raises(ValueError, match="space_to_depth' is parameter-free.*ckpt_path"):
+        build_models(cfg)
