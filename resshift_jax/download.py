@@ -1,10 +1,15 @@
-"""Official ResShift weights: release URLs, safe download, clear offline message.
+"""Where model weights come from: the official release (safe download) and the bundled compact models.
 
 URLs and local file names are those of the official `inference_resshift.py` (GitHub release
 v2.0). A download goes to a temporary name in the destination folder, is verified by loading
 it strictly (a callback), and only then renamed to its final name, so an interrupted or
 truncated download is never used. `RESSHIFT_WEIGHTS_URL` overrides the release base URL (a
 mirror).
+
+The compact models trained by this project ship inside the package
+(`resshift_jax/assets/compact/compact_<task>.safetensors`, EMA UNet weights in the official key
+layout, configs `configs/compact_<task>.py`, parameter-free first stage): the offline default of
+`infer.py` when the official files are neither present nor downloadable.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ UNET_FILES = {  # (task, version) -> file name, as inference_resshift.py names t
     ("bicsr", None): "resshift_bicsrx4_s4.pth",
 }
 CHUNK = 1 << 20
+BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "assets" / "compact"
+# task -> the compact model's config (a name, or a config file); its bundled UNet is <stem>.safetensors
+COMPACT_CONFIGS = {"bicsr": "compact_bicsr", "realsr": "compact_realsr"}
 
 
 class DownloadError(RuntimeError):
@@ -33,7 +41,23 @@ class DownloadError(RuntimeError):
 
 
 class WeightsUnavailableError(RuntimeError):
-    """Weights are missing and could not be downloaded; the message says what to put where."""
+    """Weights are missing and could not be downloaded; the message says what to put where.
+
+    `missing` (the WeightFiles not obtained) and `errors` (one line per failed download) let a
+    caller that falls back to another model say why in one line (`reason`)."""
+
+    def __init__(self, message: str, missing=(), errors=()):
+        super().__init__(message)
+        self.missing, self.errors = list(missing), list(errors)
+
+    @property
+    def reason(self) -> str:
+        """One line: which files are missing and the first download error."""
+        what = ", ".join(str(w.path) for w in self.missing) + " missing"
+        if not self.errors:
+            return f"{what}; downloads off"
+        more = f" (+{len(self.errors) - 1} more)" if len(self.errors) > 1 else ""
+        return f"{what}; {self.errors[0]}{more}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +86,23 @@ def official_files(task: str, version: str, weights_dir="weights") -> dict[str, 
     label = f"UNet {task}" + (f" {version}" if task == "realsr" else "")
     return dict(unet=WeightFile(label, d / unet, f"{base}/{unet}"),
                 vqgan=WeightFile("autoencoder (VQ f4)", d / VQGAN_FILE, f"{base}/{VQGAN_FILE}"))
+
+
+def compact_config(task: str) -> str:
+    """The compact model's config (name or file, for `load_config`) for `task`."""
+    if task not in COMPACT_CONFIGS:
+        raise ValueError(f"no bundled compact model for task={task!r}; known: {sorted(COMPACT_CONFIGS)}")
+    return COMPACT_CONFIGS[task]
+
+
+def compact_name(task: str) -> str:
+    """The compact model's name (`compact_realsr`): its config's stem, its bundled file's stem."""
+    return pathlib.Path(compact_config(task)).stem
+
+
+def bundled_file(task: str) -> pathlib.Path:
+    """Path of the bundled compact UNet of `task` (BUNDLED_DIR and COMPACT_CONFIGS read at call time)."""
+    return BUNDLED_DIR / f"{compact_name(task)}.safetensors"
 
 
 def _temp_path(dest: pathlib.Path) -> pathlib.Path:
@@ -112,13 +153,25 @@ def download(url: str, dest, *, verify: Callable[[pathlib.Path], object] | None 
 
 
 def offline_message(missing: list[WeightFile], errors: list[str] | None = None) -> str:
-    lines = ["Official ResShift weights are missing and could not be downloaded."]
+    lines = ["Official ResShift weights are missing and could not be downloaded." if errors
+             else "Official ResShift weights are missing (downloads off)."]
     if errors:
         lines += [f"  ({e})" for e in errors]
     lines.append("Download these files on a machine with internet access and place them here:")
     lines += [f"  {w.path}   <- {w.url}   [{w.name}]" for w in missing]
     lines.append("(or point --unet_ckpt / --vae_ckpt at copies elsewhere)")
     return "\n".join(lines)
+
+
+def no_model_message(err: WeightsUnavailableError, bundled: pathlib.Path) -> str:
+    """Neither the official weights nor the bundled compact model: how to get either."""
+    return "\n".join([
+        f"No model to run: the official weights are unavailable and the bundled compact model {bundled} "
+        "is missing too.",
+        str(err),
+        f"Or restore the bundled compact model {bundled} (it is part of the repository: "
+        "a fresh clone or `pip install` of the package has it), then run with `-v compact`.",
+    ])
 
 
 def ensure_and_load(files: list[tuple[WeightFile, Callable[[pathlib.Path], object]]], *,
@@ -145,5 +198,5 @@ def ensure_and_load(files: list[tuple[WeightFile, Callable[[pathlib.Path], objec
             errors.append(str(e))
             results.append(None)
     if missing:
-        raise WeightsUnavailableError(offline_message(missing, errors))
+        raise WeightsUnavailableError(offline_message(missing, errors), missing, errors)
     return results

@@ -117,3 +117,32 @@ def test_offline_message_lists_what_goes_where(tmp_path):
         assert str(f.path) in msg and f.url in msg
     assert "cannot connect" in msg
     assert list(tmp_path.iterdir()) == []
+
+
+def test_error_reason_is_one_line(tmp_path):
+    files = [dl.WeightFile("UNet", tmp_path / "u.pth", "http://127.0.0.1:9/u.pth"),
+             dl.WeightFile("VQ", tmp_path / "v.pth", "http://127.0.0.1:9/v.pth")]
+    err = dl.WeightsUnavailableError("msg", files, ["http://127.0.0.1:9/u.pth: cannot connect (refused)",
+                                                    "http://127.0.0.1:9/v.pth: cannot connect (refused)"])
+    assert err.reason == (f"{tmp_path / 'u.pth'}, {tmp_path / 'v.pth'} missing; "
+                          "http://127.0.0.1:9/u.pth: cannot connect (refused) (+1 more)")
+    assert dl.WeightsUnavailableError("msg", files[:1]).reason == f"{tmp_path / 'u.pth'} missing; downloads off"
+    with pytest.raises(dl.WeightsUnavailableError, match=r"missing \(downloads off\)") as e:
+        dl.ensure_and_load([(files[0], load_file)], allow_download=False)
+    assert e.value.missing == files[:1] and e.value.errors == [] and "\n" not in e.value.reason
+
+
+def test_bundled_compact_models(tmp_path, monkeypatch):
+    assert dl.bundled_file("bicsr") == dl.BUNDLED_DIR / "compact_bicsr.safetensors"
+    assert dl.bundled_file("realsr").parent.parts[-3:] == ("resshift_jax", "assets", "compact")
+    assert dl.compact_config("realsr") == "compact_realsr"
+    monkeypatch.setitem(dl.COMPACT_CONFIGS, "realsr", str(tmp_path / "compact_realsr.py"))  # a config file
+    monkeypatch.setattr(dl, "BUNDLED_DIR", tmp_path)
+    assert dl.compact_name("realsr") == "compact_realsr"
+    assert dl.bundled_file("realsr") == tmp_path / "compact_realsr.safetensors"
+    with pytest.raises(ValueError, match="no bundled compact model"):
+        dl.bundled_file("denoise")
+    err = dl.WeightsUnavailableError(dl.offline_message([dl.WeightFile("UNet", tmp_path / "u.pth", "http://x/u.pth")]))
+    msg = dl.no_model_message(err, dl.bundled_file("realsr"))
+    assert str(tmp_path / "u.pth") in msg and "http://x/u.pth" in msg
+    assert str(tmp_path / "compact_realsr.safetensors") in msg and "-v compact" in msg
