@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Set up the environment (Python 3.12 venv, `pip install -e .`) and run the main job:
-# x4 super-resolution of the example LR images with the official ResShift v3 weights
-# (downloaded into ./weights on first use; without a network, infer.py says which files to put where).
-# Any extra arguments go to infer.py (e.g. -i my_photos -o results -v v1 --dtype bf16).
+# x4 super-resolution of the example LR images in examples/ (inside the repository) into results/.
+# Model: the official ResShift realsr v3 weights when present in ./weights or downloadable; otherwise
+# the compact realsr model bundled with the package (infer.py prints one `model: ...` line saying
+# which ran), so a fresh clone without network still writes images.
+# Any extra arguments replace these defaults and go to infer.py
+# (e.g. -i my_photos -o results -v v1 --dtype bf16, or -v compact for the bundled model).
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup_env.sh
 if [ $# -eq 0 ]; then
-  set -- -i ../shared/data/Val_SR/lq -o results/realsr_v3 --task realsr -v v3
+  set -- -i examples -o results/examples --task realsr -v v3 --overwrite  # a rerun may use another model
 fi
 exec .venv/bin/python infer.py "$@"

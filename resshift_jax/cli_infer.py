@@ -4,8 +4,15 @@
 
 Official flags: -i/--in_path, -o/--out_path, --task, -v/--version, --scale, --seed, --bs,
 --chop_size, --chop_stride. Additions: --unet_ckpt/--vae_ckpt (default: the official file
-names under ./weights, downloaded from the official release when missing), --dtype,
---blend, --ext, --suffix, --overwrite, --config, --cache_dir.
+names under ./weights, downloaded from the official release when missing), --no_download,
+--dtype, --blend, --ext, --suffix, --overwrite, --config, --cache_dir.
+
+Which model runs (one `model: ...` line says it): `--config` with explicit checkpoints; else
+`-v compact`, the compact model of --task bundled with the package
+(resshift_jax/assets/compact/compact_<task>.safetensors, parameter-free first stage); else the
+official checkpoint of --task/--version, and when its files are neither present nor
+downloadable (and no --unet_ckpt/--vae_ckpt was given), the bundled compact model of --task,
+so that a clone without network still super-resolves.
 
 Differences from the reference, on purpose: each tile's noise comes from
 fold_in(fold_in(key(seed), crc32(relative path)), tile index), so an image's result does not
@@ -17,6 +24,7 @@ skipped unless --overwrite; a bad file is reported and the rest still processed 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 import time
@@ -29,8 +37,9 @@ from tqdm import tqdm
 
 from resshift_jax import download, imageio, tiling
 from resshift_jax.config import load_config
+from resshift_jax.models import first_stage
 from resshift_jax.pipeline import SRPipeline
-from resshift_jax.weights import load_unet, load_vqgan
+from resshift_jax.weights import load_first_stage, load_unet
 
 _DEFAULT_STRIDE = {512: 448, 256: 224, 64: 48}  # inference_resshift.py, scale 4
 _CONFIG_OF = {("realsr", "v1"): "realsr_v1", ("realsr", "v2"): "realsr_v2", ("realsr", "v3"): "realsr_v3"}
@@ -41,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--in_path", required=True, help="input image or folder (searched recursively)")
     p.add_argument("-o", "--out_path", default="./results", help="output folder")
     p.add_argument("--task", default="realsr", choices=["realsr", "bicsr"])
-    p.add_argument("-v", "--version", default="v1", choices=["v1", "v2", "v3"], help="realsr checkpoint")
+    p.add_argument("-v", "--version", default="v1", choices=["v1", "v2", "v3", "compact"],
+                   help="realsr checkpoint v1/v2/v3 (official), or compact: the bundled compact model of --task")
     p.add_argument("--scale", type=int, default=4, help="scale factor (only 4 is released)")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--bs", type=int, default=1, help="tiles/images per device batch (all devices together)")
@@ -50,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet_ckpt", default=None, help=".pth/.safetensors (default weights/<official name>)")
     p.add_argument("--vae_ckpt", default=None, help=".pth/.safetensors (default weights/autoencoder_vq_f4.pth)")
     p.add_argument("--weights_dir", default="weights", help="where official weights are looked for/downloaded")
+    p.add_argument("--no_download", action="store_true",
+                   help="never download: official weights only if present, else the bundled compact model")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="compute dtype")
     p.add_argument("--blend", default=None, choices=list(tiling.BLENDS),
                    help="tile blending: official (uniform average) or feather (default)")
@@ -81,34 +93,121 @@ def resolve_settings(args, cfg) -> dict:
     return dict(chop=chop, stride=stride, blend=blend)
 
 
-def load_models(args, cfg):
-    """(unet, vqgan), downloading missing official weights into --weights_dir."""
-    dtype = jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
-    official = download.official_files(args.task, args.version, args.weights_dir) if args.config is None else None
-    wanted = []
-    for which, given, loader in (("unet", args.unet_ckpt, load_unet), ("vqgan", args.vae_ckpt, load_vqgan)):
-        load = lambda p, _l=loader: _l(p, cfg, dtype=dtype)  # noqa: E731
-        if given is not None:
-            if not pathlib.Path(given).is_file():
-                raise SystemExit(f"error: --{'unet' if which == 'unet' else 'vae'}_ckpt {given} does not exist")
-            wanted.append((download.WeightFile(which, pathlib.Path(given), ""), load))
-        elif official is not None:
-            wanted.append((official[which], load))
-        else:
-            raise SystemExit(f"error: with --config give --unet_ckpt and --vae_ckpt ({which} missing)")
+@dataclasses.dataclass
+class Model:
+    """The model that runs: its config, loaded UNet and first stage, and the `model: ...` line."""
+    config: object
+    unet: object
+    first_stage: object
+    line: str
+
+
+def _dtype(args):
+    return jnp.bfloat16 if args.dtype == "bf16" else jnp.float32
+
+
+def official_config_name(task: str, version: str) -> str:
+    return "bicsr" if task == "bicsr" else _CONFIG_OF[(task, version)]
+
+
+def intended_config(args):
+    """The config of the model the flags ask for (before any fallback): --config, the compact
+    config of --task for `-v compact`, else the official one."""
+    if args.config is not None:
+        return load_config(args.config)
+    if args.version == "compact":
+        return load_config(download.compact_config(args.task))
+    return load_config(official_config_name(args.task, args.version))
+
+
+def _check_given(flag: str, path) -> pathlib.Path | None:
+    if path is not None and not pathlib.Path(path).is_file():
+        raise SystemExit(f"error: --{flag} {path} does not exist")
+    return None if path is None else pathlib.Path(path)
+
+
+def _load_first_stage(cfg, path, dtype):
     try:
-        return download.ensure_and_load(wanted, allow_download=True, progress=not args.no_progress)
+        return load_first_stage(cfg, path, dtype=dtype)
+    except ValueError as e:  # e.g. a --vae_ckpt for the parameter-free first stage
+        raise SystemExit(f"error: {e}") from None
+
+
+def load_explicit(args, cfg) -> Model:
+    """--config: the UNet from --unet_ckpt, the first stage as the config says (VQ from --vae_ckpt)."""
+    unet_path = _check_given("unet_ckpt", args.unet_ckpt)
+    vae_path = _check_given("vae_ckpt", args.vae_ckpt)
+    if unet_path is None:
+        raise SystemExit("error: with --config give --unet_ckpt (and --vae_ckpt for a VQ first stage)")
+    if vae_path is None and first_stage.kind_of(cfg) == "vq":
+        raise SystemExit("error: with --config give --unet_ckpt and --vae_ckpt (vqgan missing)")
+    dtype = _dtype(args)
+    return Model(cfg, load_unet(unet_path, cfg, dtype=dtype), _load_first_stage(cfg, vae_path, dtype),
+                 f"model: --config {args.config} (UNet {unet_path})")
+
+
+def load_compact(args, why: str = "") -> Model:
+    """The compact model of --task: the bundled file (or --unet_ckpt), parameter-free first stage."""
+    name = download.compact_name(args.task)
+    cfg = load_config(download.compact_config(args.task))
+    given = _check_given("unet_ckpt", args.unet_ckpt)
+    path = given if given is not None else download.bundled_file(args.task)
+    if not path.is_file():
+        raise SystemExit(f"error: the bundled compact model {path} is missing (it ships with the repository; "
+                         "restore it, or give --unet_ckpt)")
+    dtype = _dtype(args)
+    unet = load_unet(path, cfg, dtype=dtype)
+    vq = _load_first_stage(cfg, _check_given("vae_ckpt", args.vae_ckpt), dtype)
+    line = f"model: {'bundled ' if given is None else ''}{name} ({path})" + (f": {why}" if why else "")
+    return Model(cfg, unet, vq, line)
+
+
+def load_official(args) -> Model:
+    """The official checkpoint of --task/--version (files under --weights_dir, downloaded when
+    missing unless --no_download; --unet_ckpt/--vae_ckpt replace either). When they cannot be had
+    and no path was given explicitly, the bundled compact model of --task runs instead."""
+    cfg = load_config(official_config_name(args.task, args.version))
+    dtype = _dtype(args)
+    official = download.official_files(args.task, args.version, args.weights_dir)
+    wanted = []
+    for which, flag, load in (("unet", "unet_ckpt", lambda p: load_unet(p, cfg, dtype=dtype)),
+                              ("vqgan", "vae_ckpt", lambda p: load_first_stage(cfg, p, dtype=dtype))):
+        given = _check_given(flag, getattr(args, flag))
+        wanted.append((download.WeightFile(which, given, "") if given is not None else official[which], load))
+    try:
+        unet, vq = download.ensure_and_load(wanted, allow_download=not args.no_download,
+                                            progress=not args.no_progress)
     except download.WeightsUnavailableError as e:
-        raise SystemExit(str(e)) from None
+        if args.unet_ckpt is not None or args.vae_ckpt is not None:  # explicit paths: no silent swap
+            raise SystemExit(str(e)) from None
+        bundled = download.bundled_file(args.task)
+        if not bundled.is_file():
+            raise SystemExit(download.no_model_message(e, bundled)) from None
+        return load_compact(args, why=f"official weights not found and not downloadable ({e.reason})")
+    label = f"{args.task} {args.version}" if args.task == "realsr" else args.task
+    kind = "official ResShift" if args.unet_ckpt is None else "ResShift"  # else: its architecture, given weights
+    return Model(cfg, unet, vq, f"model: {kind} {label} ({wanted[0][0].path})")
+
+
+def load_model(args) -> Model:
+    """The model the flags select: --config (explicit paths) > `-v compact` > official, else bundled."""
+    if args.config is not None:
+        return load_explicit(args, load_config(args.config))
+    if args.version == "compact":
+        return load_compact(args)
+    return load_official(args)
 
 
 _PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their compiled programs)
 
 
-def get_pipeline(args, cfg):
-    key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype)
+def get_pipeline(args) -> tuple[SRPipeline, str]:
+    """(pipeline, `model: ...` line) for the flags; cached per model-selecting flags."""
+    key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype,
+           args.no_download)
     if key not in _PIPELINES:
-        _PIPELINES[key] = SRPipeline(*load_models(args, cfg), cfg)
+        m = load_model(args)
+        _PIPELINES[key] = (SRPipeline(m.unet, m.first_stage, m.config), m.line)
     return _PIPELINES[key]
 
 
@@ -139,11 +238,7 @@ def plan_outputs(files, root, args) -> tuple[list, list]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.config is not None:
-        cfg = load_config(args.config)
-    else:
-        cfg = load_config("bicsr" if args.task == "bicsr" else _CONFIG_OF[(args.task, args.version)])
-    settings = resolve_settings(args, cfg)
+    resolve_settings(args, intended_config(args))  # flag errors before any loading or download
     try:
         files, root = imageio.list_images(args.in_path)
     except FileNotFoundError as e:
@@ -159,7 +254,10 @@ def main(argv=None) -> int:
         print(f"Nothing to do: {len(files)} image(s) found, {len(skipped)} already done.")
         return 0
 
-    pipe = get_pipeline(args, cfg)
+    pipe, model_line = get_pipeline(args)
+    print(model_line, flush=True)
+    cfg = pipe.config
+    settings = resolve_settings(args, cfg)  # the model that runs may be the compact fallback
     print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {pipe.schedule.num_timesteps} steps, "
           f"chop {settings['chop']}/{settings['stride']}, blend {settings['blend']}, bs {args.bs}, {args.dtype}")
     return run(pipe, todo, root, args, settings)

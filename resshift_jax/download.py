@@ -169,8 +169,9 @@ def no_model_message(err: WeightsUnavailableError, bundled: pathlib.Path) -> str
         f"No model to run: the official weights are unavailable and the bundled compact model {bundled} "
         "is missing too.",
         str(err),
-        f"Or restore the bundled compact model {bundled} (it is part of the repository: "
-        "a fresh clone or `pip install` of the package has it), then run with `-v compact`.",
+        f"Or restore the bundled compact model {bundled} (it is part of the repository: a fresh clone or "
+        "`pip install` of the package has it); it runs when the official weights cannot be had, "
+        "or explicitly with `-v compact`.",
     ])
 
 

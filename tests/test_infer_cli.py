@@ -1,15 +1,23 @@
 """infer.py end to end with the tiny networks (official-layout .pth fixtures) on ../shared/data
-images and synthetic gray / RGBA / 16-bit / palette / JPEG files, plus broken files."""
+images and synthetic gray / RGBA / 16-bit / palette / JPEG files, plus broken files; which model
+runs (`-v compact`, official weights present / downloadable, the bundled compact fallback, neither);
+run.sh's default command and the example inputs it reads."""
 
+import functools
+import http.server
+import pathlib
+import re
+import shlex
 import shutil
 import socket
+import threading
 
 import jax
 import numpy as np
 import pytest
 from PIL import Image
 
-from resshift_jax import cli_infer, imageio, tiling
+from resshift_jax import cli_infer, download, imageio, tiling
 
 pytest.importorskip("resshift_jax.models.unet", reason="needs the UNet (models/unet.py)")
 
@@ -96,7 +104,7 @@ def test_cli_output_matches_an_untiled_pipeline_call(first_run, in_dir):
     equals a direct SRPipeline call with the same per-tile key, up to 8-bit rounding."""
     out, argv, _ = first_run
     args = cli_infer.build_parser().parse_args(argv)
-    pipe = cli_infer.get_pipeline(args, None)  # the CLI's own (cached, already compiled) pipeline
+    pipe, _ = cli_infer.get_pipeline(args)  # the CLI's own (cached, already compiled) pipeline
     x, _ = imageio.read_image(in_dir / "pal.png")  # 32x32: one tile, no padding
     key = tiling.tile_keys(cli_infer.image_key(3, "pal.png"), 1)[0]
     batch = np.stack([x * 2 - 1] * 8)  # the compiled (8, 32, 32) program
@@ -107,10 +115,16 @@ def test_cli_output_matches_an_untiled_pipeline_call(first_run, in_dir):
     assert np.abs(direct).max() > 0.05  # a real image came out, not zeros
 
 
-def test_cli_offline_message(tmp_path, monkeypatch, capsys):
+def dead_url():
+    """A 127.0.0.1 URL where nothing listens: connection refused at once, like a machine offline."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", f"http://127.0.0.1:{s.getsockname()[1]}/v2.0")
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v2.0"
+
+
+def test_cli_offline_message(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", dead_url())
+    monkeypatch.setattr(download, "BUNDLED_DIR", tmp_path / "no_bundle")  # no fallback either
     img = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(img)
     with pytest.raises(SystemExit) as err:
@@ -140,3 +154,203 @@ def test_outputs_never_replace_inputs(tmp_path):
     outs = [o.name for _, o in todo]
     assert skipped == [] and len(set(outs)) == 3
     assert not set(outs) & {"a.png", "a.jpg", "b.png"}, outs
+
+
+# ----------------------------------------------------------------------------- model selection
+# The "bundled" compact models here are the micro UNet with the space-to-depth first stage and
+# RANDOM weights (written to tmp; the real trained files are tested elsewhere): these tests check
+# which files and configs the CLI picks, not image quality.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+COMPACT_TEST_CONFIG = """
+from resshift_jax.config import load_config
+
+
+def get_config():  # micro UNet on the parameter-free first stage (48 = 3 * 4**2 latent channels)
+    cfg = load_config("micro")
+    cfg.name = "{name}"
+    cfg.autoencoder.kind = "space_to_depth"
+    cfg.model.in_channels = 48
+    cfg.model.out_channels = 48
+    cfg.diffusion.scale_factor = 1.0
+    cfg.inference.chop_size = 64
+    cfg.inference.chop_stride = 48
+    return cfg
+"""
+
+
+def test_compact_models_are_configured():
+    """The real compact configs that `-v compact` and the fallback load: space-to-depth, x4."""
+    from resshift_jax.config import load_config
+    for task in ("bicsr", "realsr"):
+        cfg = load_config(download.compact_config(task))
+        assert cfg.name == download.compact_name(task) == f"compact_{task}"
+        assert cfg.autoencoder.kind == "space_to_depth" and int(cfg.diffusion.sf) == 4
+        assert download.bundled_file(task).name == f"compact_{task}.safetensors"
+
+
+@pytest.fixture(scope="module")
+def compact_bundle(tmp_path_factory):
+    """{task: config file} and the folder holding their random-weight 'bundled' UNets."""
+    from flax import nnx
+
+    from resshift_jax.config import load_config
+    from resshift_jax.models.unet import UNetModelSwin
+    from resshift_jax.weights import save_checkpoint
+
+    root = tmp_path_factory.mktemp("compact")
+    configs = {}
+    for seed, (task, name) in enumerate(download.COMPACT_CONFIGS.items()):
+        path = root / f"{name}.py"
+        path.write_text(COMPACT_TEST_CONFIG.format(name=name))
+        configs[task] = str(path)
+        save_checkpoint(UNetModelSwin(load_config(path).model, rngs=nnx.Rngs(seed)), root / f"{name}.safetensors")
+    return configs, root
+
+
+@pytest.fixture
+def bundled(compact_bundle, monkeypatch):
+    """The compact configs/bundled files of `compact_bundle` in place of the package's."""
+    configs, root = compact_bundle
+    for task, path in configs.items():
+        monkeypatch.setitem(download.COMPACT_CONFIGS, task, path)
+    monkeypatch.setattr(download, "BUNDLED_DIR", root)
+    return root
+
+
+@pytest.fixture
+def tiny_as_official(monkeypatch):
+    """The official realsr v3 model is the tiny one (its .pth fixtures under the official names)."""
+    monkeypatch.setitem(cli_infer._CONFIG_OF, ("realsr", "v3"), "tiny")
+
+
+def args_of(*argv):
+    return cli_infer.build_parser().parse_args(["-i", "unused", "--no_progress", *argv])
+
+
+def put_tiny_official(tiny_ckpts, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_ckpts[0], folder / "resshift_realsrx4_s4_v3.pth")
+    shutil.copy(tiny_ckpts[1], folder / "autoencoder_vq_f4.pth")
+    return folder
+
+
+@pytest.mark.parametrize("task", ["bicsr", "realsr"])
+def test_compact_flag_runs_the_bundled_model_of_the_task(task, bundled, tmp_path, monkeypatch, tiny_ckpts):
+    put_tiny_official(tiny_ckpts, tmp_path / "w")  # official files present: -v compact still picks compact
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", dead_url())
+    m = cli_infer.load_model(args_of("--task", task, "-v", "compact", "--weights_dir", str(tmp_path / "w")))
+    name = f"compact_{task}"
+    assert m.line == f"model: bundled {name} ({bundled / (name + '.safetensors')})"
+    assert m.config.name == name and m.config.autoencoder.kind == "space_to_depth"
+    assert type(m.first_stage).__name__ == "SpaceToDepth"
+    ref = download.bundled_file(task)  # the bundled weights were loaded (seeds differ per task)
+    from resshift_jax.weights import module_state_dict, read_checkpoint
+    got, want = module_state_dict(m.unet), read_checkpoint(ref)
+    assert set(got) == set(want) and all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_compact_flag_errors(bundled, tmp_path, monkeypatch):
+    with pytest.raises(SystemExit, match="parameter-free"):  # a VQ checkpoint makes no sense here
+        cli_infer.load_model(args_of("-v", "compact", "--vae_ckpt", str(download.bundled_file("realsr"))))
+    monkeypatch.setattr(download, "BUNDLED_DIR", tmp_path)
+    with pytest.raises(SystemExit, match=re.escape(str(tmp_path / "compact_realsr.safetensors"))):
+        cli_infer.load_model(args_of("-v", "compact"))
+
+
+def test_official_weights_present_are_used(bundled, tiny_as_official, tiny_ckpts, tmp_path, monkeypatch):
+    w = put_tiny_official(tiny_ckpts, tmp_path / "w")
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", dead_url())
+    m = cli_infer.load_model(args_of("-v", "v3", "--weights_dir", str(w)))
+    assert m.line == f"model: official ResShift realsr v3 ({w / 'resshift_realsrx4_s4_v3.pth'})"
+    assert m.config.name == "tiny" and type(m.first_stage).__name__ == "VQModel"
+
+
+def test_official_weights_downloadable_are_downloaded_and_used(bundled, tiny_as_official, tiny_ckpts, tmp_path,
+                                                               monkeypatch):
+    release = put_tiny_official(tiny_ckpts, tmp_path / "release")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(release))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", f"http://127.0.0.1:{httpd.server_address[1]}")
+        m = cli_infer.load_model(args_of("-v", "v3", "--weights_dir", str(tmp_path / "w")))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+    assert m.line.startswith("model: official ResShift realsr v3 ")
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == ["autoencoder_vq_f4.pth", "resshift_realsrx4_s4_v3.pth"]
+
+
+def test_no_official_weights_falls_back_to_the_bundled_model(bundled, tmp_path, monkeypatch, capsys):
+    """What `./run.sh` does on a fresh clone without network: its default arguments (read from
+    run.sh), the official files absent and the release unreachable -> the bundled compact model
+    writes x4 images of the examples, and one line says which model ran and why."""
+    url = dead_url()
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", url)
+    default = re.search(r"^\s*set -- (.*?)(?:\s+#.*)?$", (ROOT / "run.sh").read_text(), re.M).group(1)
+    argv = shlex.split(default)
+    argv[argv.index("-i") + 1] = str(ROOT / argv[argv.index("-i") + 1])
+    out = tmp_path / "out"
+    rc = cli_infer.main(argv + ["-o", str(out), "--weights_dir", str(tmp_path / "w"), "--no_progress", "--bs", "8"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    lines = [ln for ln in text.splitlines() if ln.startswith("model: ")]
+    assert len(lines) == 1, text
+    bundled_file = bundled / "compact_realsr.safetensors"
+    assert lines[0].startswith(f"model: bundled compact_realsr ({bundled_file}): official weights not found and "
+                               "not downloadable (")
+    assert str(tmp_path / "w" / "resshift_realsrx4_s4_v3.pth") in lines[0] and "cannot connect" in lines[0]
+    inputs = sorted((ROOT / "examples").glob("*.png"))
+    assert len(inputs) >= 3
+    for f in inputs:
+        lr, sr = Image.open(f), Image.open(out / f.name)
+        assert sr.size == (4 * lr.size[0], 4 * lr.size[1]) and sr.mode == "RGB"
+    assert not (tmp_path / "w").exists() or not any((tmp_path / "w").iterdir())  # nothing half-downloaded
+
+
+def test_no_download_flag_falls_back_without_trying(bundled, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", "http://192.0.2.1/never-contacted")  # TEST-NET-1: unroutable
+    m = cli_infer.load_model(args_of("--task", "bicsr", "--no_download", "--weights_dir", str(tmp_path)))
+    assert m.line.startswith("model: bundled compact_bicsr (") and m.line.endswith("missing; downloads off)")
+
+
+def test_neither_official_nor_bundled_names_both(tmp_path, monkeypatch):
+    url = dead_url()
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", url)
+    monkeypatch.setattr(download, "BUNDLED_DIR", tmp_path / "assets")
+    with pytest.raises(SystemExit) as err:
+        cli_infer.load_model(args_of("--task", "realsr", "-v", "v3", "--weights_dir", str(tmp_path / "w")))
+    msg = str(err.value)
+    for name in ("resshift_realsrx4_s4_v3.pth", "autoencoder_vq_f4.pth"):
+        assert str(tmp_path / "w" / name) in msg and f"{url}/{name}" in msg
+    assert str(tmp_path / "assets" / "compact_realsr.safetensors") in msg and "-v compact" in msg
+
+
+def test_explicit_checkpoints_never_fall_back(bundled, tiny_as_official, tiny_ckpts, tmp_path, monkeypatch):
+    """--unet_ckpt given, the official autoencoder unobtainable: an error, not a silent swap."""
+    monkeypatch.setenv("RESSHIFT_WEIGHTS_URL", dead_url())
+    with pytest.raises(SystemExit, match="autoencoder_vq_f4.pth"):
+        cli_infer.load_model(args_of("-v", "v3", "--unet_ckpt", str(tiny_ckpts[0]), "--weights_dir", str(tmp_path)))
+
+
+# ----------------------------------------------------------------------------- example inputs
+def test_examples_are_what_make_examples_writes(tmp_path):
+    """The committed examples/ PNGs are reproduced by scripts/make_examples.py (skimage's photos,
+    MATLAB bicubic x1/4). Pixels may differ by one 8-bit level: the float32 matrix products can
+    round differently with another BLAS and move a value across a .5 boundary."""
+    pytest.importorskip("skimage")
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_examples", ROOT / "scripts" / "make_examples.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--out", str(tmp_path)]) == 0
+    committed = sorted(p.name for p in (ROOT / "examples").glob("*.png"))
+    assert committed == sorted(p.name for p in tmp_path.glob("*.png")) and len(committed) >= 3
+    for name in committed:
+        a = np.asarray(Image.open(ROOT / "examples" / name), np.int16)
+        b = np.asarray(Image.open(tmp_path / name), np.int16)
+        assert a.shape == b.shape and a.shape[2] == 3 and np.abs(a - b).max() <= 1, name
+        assert 64 <= min(a.shape[:2]) and max(a.shape[:2]) <= 128  # small LR inputs
