@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup_env.sh
 if [ $# -eq 0 ]; then
-  set -- -i examples -o results/examples --task realsr -v v3 --overwrite  # a rerun may use another model
+  # --overwrite: a rerun may use another model (e.g. the official one once it is downloaded)
+  set -- -i examples -o results/examples --task realsr -v v3 --overwrite
 fi
 exec .venv/bin/python infer.py "$@"
