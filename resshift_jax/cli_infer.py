@@ -201,14 +201,23 @@ def load_model(args) -> Model:
 _PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their compiled programs)
 
 
-def get_pipeline(args) -> tuple[SRPipeline, str]:
-    """(pipeline, `model: ...` line) for the flags; cached per model-selecting flags."""
+def _loaded(args) -> tuple[SRPipeline, str]:
     key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype,
            args.no_download)
     if key not in _PIPELINES:
         m = load_model(args)
         _PIPELINES[key] = (SRPipeline(m.unet, m.first_stage, m.config), m.line)
     return _PIPELINES[key]
+
+
+def get_pipeline(args) -> SRPipeline:
+    """The pipeline of the model the flags select (built once per model-selecting flags)."""
+    return _loaded(args)[0]
+
+
+def model_line(args) -> str:
+    """The `model: ...` line of the model `get_pipeline(args)` runs."""
+    return _loaded(args)[1]
 
 
 def image_key(seed: int, rel_name: str):
@@ -254,8 +263,8 @@ def main(argv=None) -> int:
         print(f"Nothing to do: {len(files)} image(s) found, {len(skipped)} already done.")
         return 0
 
-    pipe, model_line = get_pipeline(args)
-    print(model_line, flush=True)
+    pipe = get_pipeline(args)
+    print(model_line(args), flush=True)
     cfg = pipe.config
     settings = resolve_settings(args, cfg)  # the model that runs may be the compact fallback
     print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {pipe.schedule.num_timesteps} steps, "

@@ -25,7 +25,7 @@ def test_super_resolve_equals_infer_py(fixtures_dir, data_dir, tmp_path):
     assert cli_infer.main(argv) == 0
     written = read_image(tmp_path / "out" / NAME)[0]
     cfg = load_config("tiny")
-    pipe = cli_infer.get_pipeline(cli_infer.build_parser().parse_args(argv), cfg)  # the same models
+    pipe = cli_infer.get_pipeline(cli_infer.build_parser().parse_args(argv))  # the same models
     pairs = ev.folder_pairs(lq_dir, data_dir / "Val_SR" / "gt", sf=4)
     sr = ev.super_resolve(pipe, pairs, seed=5, **ev.tile_settings(cfg))[0]
     assert sr.shape == written.shape == (256, 256, 3)

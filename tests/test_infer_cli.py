@@ -104,7 +104,7 @@ def test_cli_output_matches_an_untiled_pipeline_call(first_run, in_dir):
     equals a direct SRPipeline call with the same per-tile key, up to 8-bit rounding."""
     out, argv, _ = first_run
     args = cli_infer.build_parser().parse_args(argv)
-    pipe, _ = cli_infer.get_pipeline(args)  # the CLI's own (cached, already compiled) pipeline
+    pipe = cli_infer.get_pipeline(args)  # the CLI's own (cached, already compiled) pipeline
     x, _ = imageio.read_image(in_dir / "pal.png")  # 32x32: one tile, no padding
     key = tiling.tile_keys(cli_infer.image_key(3, "pal.png"), 1)[0]
     batch = np.stack([x * 2 - 1] * 8)  # the compiled (8, 32, 32) program
