@@ -188,8 +188,12 @@ def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None,
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((T,), jnp.float32),
                 jnp.zeros((T,), jnp.float32), jnp.zeros((), jnp.float32))
-        (grads, loss, mse_sum_t, count_t, lp), _ = jax.lax.scan(
-            micro, init, (jnp.arange(n_acc), hr_m, lq_m))
+        if n_acc == 1:  # no loop: on XLA:CPU the convolutions of a while-loop body (scan, even
+            # unrolled) ran 17x slower (compact UNet, 34 s vs 2 s per step; measured for issue 13)
+            (grads, loss, mse_sum_t, count_t, lp), _ = micro(init, (jnp.int32(0), hr_m[0], lq_m[0]))
+        else:
+            (grads, loss, mse_sum_t, count_t, lp), _ = jax.lax.scan(
+                micro, init, (jnp.arange(n_acc), hr_m, lq_m))
 
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
