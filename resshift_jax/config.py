@@ -245,7 +245,9 @@ def compact_config(base: str, *, gt_size: int, kappa: float, min_noise_level: fl
     m = cfg.model
     m.image_size = m.lq_size = lr_crop  # the LR image is concatenated at latent (= LR) resolution
     m.in_channels = m.out_channels = 3 * int(cfg.diffusion.sf) ** 2
-    m.model_channels = 64
+    # 4.8M parameters: a train step (16 crops of 128 px) ~1.0 s and a 128x128 -> 512x512 image
+    # ~0.95 s on 2 cores; model_channels = swin_embed_dim = 32: 1.2M, 0.34 s and 0.35 s
+    m.model_channels = 64  # GroupNorm has 32 groups: multiples of 32
     m.channel_mult = (1, 2, 2)
     m.num_res_blocks = (1, 1, 1)
     m.attention_resolutions = (lr_crop // 4,)  # Swin at the lowest level (and in the middle block)
