@@ -1,4 +1,5 @@
-"""`python -m resshift_jax.study --config configs/study_wt.py --workdir DIR` (see runner.py)."""
+"""`python -m resshift_jax.study --config configs/study_wt.py --workdir DIR` (see runner.py); also
+the console entry point `resshift-study` (`cli`), so the command and the module run the same code."""
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -9,5 +10,10 @@ config_flags.DEFINE_config_file("config", None, "study config (configs/study_wt.
 flags.DEFINE_string("workdir", None, "study folder (runs/, results.csv, results.md, *.png)")
 flags.mark_flags_as_required(["config", "workdir"])
 
-if __name__ == "__main__":
+
+def cli() -> None:
     app.run(main)
+
+
+if __name__ == "__main__":
+    cli()
