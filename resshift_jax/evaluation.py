@@ -228,6 +228,13 @@ class LpipsScorer:
         return float(self.fn(self.model, to(pred01), to(gt01))[0])
 
 
+def lpips_weight_files(backbone, heads) -> tuple[pathlib.Path, pathlib.Path] | None:
+    """The LPIPS weight files (torchvision backbone, lpips v0.1 heads) resolved against the project,
+    or None when either is unset or not a file (callers decide whether that is an error)."""
+    paths = [resolve_project_path(x) if x else None for x in (backbone, heads)]
+    return None if any(p is None or not p.is_file() for p in paths) else (paths[0], paths[1])
+
+
 def score(pred01, gt01, metrics, *, lpips: LpipsScorer | None = None, name: str = "") -> dict:
     """{metric: value} of one image; `gt01` None: no-reference metrics only. NIQE of an image too
     small for its 96-pixel patches is NaN (logged), so summaries exclude it."""

@@ -34,7 +34,6 @@ from resshift_jax import weights
 from resshift_jax.checkpoint import Checkpointer
 from resshift_jax.config import load_config
 from resshift_jax.models.first_stage import kind_of
-from resshift_jax.paths import resolve_project_path
 from resshift_jax.pipeline import SRPipeline
 from resshift_jax.study import report
 from resshift_jax.study.specs import run_config, run_name, scheme_specs
@@ -134,12 +133,12 @@ class Evaluator:
         self.reuse = {}  # modules built once per study (see ema_networks)
         if "lpips" in self.metrics:
             bb, heads = study_cfg.lpips_backbone, study_cfg.lpips_heads
-            bb, heads = (str(resolve_project_path(x)) if x else "" for x in (bb, heads))
-            if not (bb and heads and pathlib.Path(bb).is_file() and pathlib.Path(heads).is_file()):
+            files = ev.lpips_weight_files(bb, heads)
+            if files is None:
                 raise FileNotFoundError(
                     f"study.metrics has 'lpips' but study.lpips_backbone={bb!r} / study.lpips_heads={heads!r} "
                     "are not files (torchvision backbone + lpips v0.1 heads); drop 'lpips' or set them")
-            self.lpips = ev.LpipsScorer(weights.load_lpips(study_cfg.lpips_net, bb, heads))
+            self.lpips = ev.LpipsScorer(weights.load_lpips(study_cfg.lpips_net, *map(str, files)))
 
     def __call__(self, rc, run_dir) -> tuple[dict, list[dict]]:
         unet, vq = ema_networks(rc, run_dir, self.reuse)

@@ -22,7 +22,6 @@ from flax import nnx
 from resshift_jax import evaluation as ev
 from resshift_jax.models.unet import UNetModelSwin
 from resshift_jax.models.first_stage import build_first_stage
-from resshift_jax.paths import resolve_project_path
 from resshift_jax.pipeline import SRPipeline
 from resshift_jax.train.state import split_params
 from resshift_jax.weights import load_lpips
@@ -46,12 +45,11 @@ def float32_graphdefs(cfg):
 
 def _lpips_scorer(cfg) -> ev.LpipsScorer | None:
     """LPIPS (vgg) from `train.vgg_ckpt` + `train.lpips_ckpt` when both files exist, else None."""
-    bb, heads = (str(cfg.train.get(k, "") or "") for k in ("vgg_ckpt", "lpips_ckpt"))
-    bb, heads = (resolve_project_path(x) if x else None for x in (bb, heads))
-    if bb is None or heads is None or not (bb.is_file() and heads.is_file()):
+    files = ev.lpips_weight_files(cfg.train.vgg_ckpt, cfg.train.lpips_ckpt)
+    if files is None:
         log.warning("validation without LPIPS: train.vgg_ckpt / train.lpips_ckpt are not files")
         return None
-    return ev.LpipsScorer(load_lpips("vgg", str(bb), str(heads)))
+    return ev.LpipsScorer(load_lpips("vgg", *map(str, files)))
 
 
 class Validator:
