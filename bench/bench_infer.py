@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Inference benchmark: the whole SRPipeline (pad -> bicubic -> encode -> T steps -> decode)
-with random full-size weights (no checkpoint needed). One JSON line per configuration.
+with random full-size weights (no checkpoint needed; the time does not depend on the values).
+`compact` is compact_bicsr (space-to-depth first stage, no VQ). One JSON line per configuration.
 
     python bench/bench_infer.py --versions v3 --batches 1 --sizes 64 --dtypes fp32   # CPU
     python bench/bench_infer.py --versions v1,v3 --batches 1,16,64 --sizes 64,128 --dtypes fp32,bf16
+    python bench/bench_infer.py --versions compact --batches 1 --sizes 128 --dtypes fp32  # 128 -> 512
 
 Fields: first_call_s (trace + compile + one run), compile_s (first_call_s − steady run),
 ms_per_batch (median of --iters steady runs), ms_per_image, images_per_s, cpu_s_per_batch (this
@@ -28,8 +30,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-STEPS = {"v1": 15, "v3": 4}
-CONFIG = {"v1": "realsr_v1", "v3": "realsr_v3"}
+STEPS = {"v1": 15, "v3": 4, "compact": 4}
+CONFIG = {"v1": "realsr_v1", "v3": "realsr_v3", "compact": "compact_bicsr"}
 
 
 def parse_args(argv=None):
@@ -73,11 +75,11 @@ def random_fill(module, seed=0):
 def build_models(cfg, dtype, seed=0):
     from flax import nnx
 
+    from resshift_jax.models.first_stage import build_first_stage
     from resshift_jax.models.unet import UNetModelSwin
-    from resshift_jax.models.vqgan import VQModel
 
     unet = nnx.eval_shape(lambda: UNetModelSwin(cfg.model, dtype=dtype, rngs=nnx.Rngs(seed)))
-    vq = nnx.eval_shape(lambda: VQModel(cfg.autoencoder, dtype=dtype, rngs=nnx.Rngs(seed)))
+    vq = nnx.eval_shape(lambda: build_first_stage(cfg, dtype=dtype, rngs=nnx.Rngs(seed)))
     return random_fill(unet, seed), random_fill(vq, seed + 1)
 
 

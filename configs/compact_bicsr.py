@@ -9,17 +9,22 @@ pixel MSE, the quantity PSNR measures.
 
 Data: `../shared/data/train_hr` at its own resolution (gt_size crops, `rescale_gt=False`; the
 reference's bicsr shrinks each image to a short side of gt_size first, which at 128 px would
-train on 4x-shrunk photos), LQ = MATLAB bicubic x1/4 of the crop, as `bicsr`. The 18
-`mcmaster_*` images are held out of training (`data.train.exclude_glob`) and are the validation
-set: bicubic pairs made from their GT (`data.val.type="bicubic"`, `data.val.include_glob`).
+train on 4x-shrunk photos), LQ = MATLAB bicubic x1/4 of the crop, as `bicsr`. Two splits
+are held out of training (`data.train.exclude_glob`): the 24 `kodak24_*` images validate (bicubic
+pairs made from their GT, `data.val.type="bicubic"`, `data.val.include_glob`; also the schedule
+sweep's set) and the 18 `mcmaster_*` images are the test split of the README's quality table,
+never used for a choice.
 
 Schedule (4 steps), for fidelity (the target is PSNR over bicubic): a small κ keeps the prior
 y + κ·√η_T·ε close to y and the injected noise small (the paper's ablation: PSNR falls as κ
 grows); min_noise_level sets the noise std κ·√η_1 of x_1, from which the last step predicts
 the output (0.5 · 0.05 = 0.025 ≈ 3/255 in [-1, 1]); p = 0.3 and √η_T = 0.99 as the reference.
+These were fixed before the full run; scripts/sweep_compact.py measures each against its
+neighbours on the validation split (the README's sweep table). The UNet predicts the residual
+y - x0 (`diffusion.predict_type="residual"`, see `config.compact_config`).
 """
 
-from resshift_jax.config import COMPACT_HELD_OUT, compact_config
+from resshift_jax.config import COMPACT_VAL, compact_config
 
 
 def get_config():
@@ -28,6 +33,6 @@ def get_config():
     v = cfg.data.val
     v.type = "bicubic"  # LQ = MATLAB bicubic x1/4 of the held-out GT
     v.dir_path = "../shared/data/train_hr"
-    v.include_glob = COMPACT_HELD_OUT
+    v.include_glob = COMPACT_VAL
     v.length = -1
     return cfg

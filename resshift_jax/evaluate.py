@@ -8,6 +8,12 @@ LPIPS (VGG or AlexNet, v0.1) and NIQE (no-reference).
     python -m resshift_jax.evaluate --lq DIR --config realsr_v3 --unet_ckpt P --vae_ckpt P \
         --gt DIR --metrics psnr,ssim,lpips --out DIR
 
+    # the bicsr protocol on a GT folder (LQ = MATLAB bicubic x1/4, written to OUT/pairs), and
+    # the bicubic-interpolation baseline instead of a model:
+    python -m resshift_jax.evaluate --gt DIR --degrade bicubic [--include 'mcmaster_*'] \
+        --config compact_bicsr --unet_ckpt P --metrics psnr,ssim --out DIR
+    python -m resshift_jax.evaluate --lq DIR --gt DIR --baseline bicubic --metrics psnr,ssim --out DIR
+
 Images are paired by file stem (`a.png` <-> `a.jpg`). Writes OUT/per_image.csv,
 OUT/summary.json and OUT/results.md.
 """
@@ -21,7 +27,8 @@ import sys
 
 from resshift_jax import metrics as M
 from resshift_jax.evaluation import (ALL_METRICS, CONVENTIONS, DIRECTION, FULL_REFERENCE, EvaluationError,
-                                     LpipsScorer, paired_files, parse_metrics, score_files, summarize)
+                                     LpipsScorer, bicubic_pairs, bicubic_upsample_folder, paired_files,
+                                     parse_metrics, score_files, summarize, write_pairs)
 from resshift_jax.imageio import list_images
 from resshift_jax.weights import load_lpips
 
@@ -84,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet_ckpt", help="UNet checkpoint for --lq")
     p.add_argument("--vae_ckpt", help="VQ autoencoder checkpoint for --lq")
     p.add_argument("--seed", type=int, default=12345, help="sampling seed for --lq")
+    p.add_argument("--baseline", choices=["bicubic"],
+                   help="with --lq: score MATLAB-bicubic interpolation x--scale instead of a model")
+    p.add_argument("--degrade", choices=["bicubic"],
+                   help="make the LQ from --gt by MATLAB bicubic x1/--scale (the bicsr protocol): "
+                        "GT cut to multiples of --scale and LQ rounded to 8 bits, written to OUT/pairs/{gt,lq}")
+    p.add_argument("--include", default="", help="with --degrade: only GT files whose name matches this glob")
+    p.add_argument("--scale", type=int, default=4, help="SR factor of --baseline and --degrade")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -93,7 +107,21 @@ def main(argv=None) -> int:
     try:
         metrics = parse_metrics(args.metrics)
         meta = {"pred": args.pred, "gt": args.gt}
-        if args.lq:
+        if args.degrade:
+            if not args.gt or args.lq:
+                raise EvaluationError("--degrade makes the LQ from --gt: give --gt and no --lq")
+            pairs = bicubic_pairs(args.gt, sf=args.scale, include=args.include)
+            lq_dir, gt_dir = write_pairs(pairs, pathlib.Path(args.out) / "pairs")
+            meta.update(degrade=f"MATLAB bicubic x1/{args.scale} of {args.gt}", include=args.include)
+            args.lq, args.gt = str(lq_dir), str(gt_dir)
+        if args.baseline:
+            if not args.lq:
+                raise EvaluationError("--baseline needs --lq (or --degrade)")
+            pred_dir = pathlib.Path(args.pred or pathlib.Path(args.out) / "pred")
+            bicubic_upsample_folder(args.lq, pred_dir, sf=args.scale)
+            args.pred = str(pred_dir)
+            meta.update(pred=args.pred, lq=args.lq, baseline=f"MATLAB bicubic x{args.scale}")
+        elif args.lq:
             if not args.config:
                 raise EvaluationError("--lq needs --config (and usually --unet_ckpt / --vae_ckpt)")
             pred_dir = pathlib.Path(args.pred or pathlib.Path(args.out) / "pred")

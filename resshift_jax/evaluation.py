@@ -28,12 +28,13 @@ import pathlib
 
 import numpy as np
 from flax import nnx
+from PIL import Image
 
 from resshift_jax import metrics as M
 from resshift_jax import tiling
 from resshift_jax.cli_infer import image_key
 from resshift_jax.data.matlab_resize import imresize_np
-from resshift_jax.imageio import list_images, read_image
+from resshift_jax.imageio import list_images, read_image, to_uint
 from resshift_jax.paths import resolve_project_path
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,32 @@ def bicubic_pairs(gt_dir, *, sf: int, length: int = -1, crop: int = 0, exts=None
         gt = np.ascontiguousarray(gt)
         pairs.append(Pair(_rel(f, gt_dir), imresize_np(gt, 1.0 / sf).astype(np.float32), gt))
     return pairs
+
+
+def write_pairs(pairs, out_dir) -> tuple[pathlib.Path, pathlib.Path]:
+    """Write `pairs` as OUT/lq and OUT/gt 8-bit RGB PNGs (same relative names, .png), the
+    folders `python -m resshift_jax.evaluate --lq OUT/lq --gt OUT/gt` reads: test sets stored
+    as files, as SR benchmarks distribute them (the LQ is rounded to 8 bits here)."""
+    out = pathlib.Path(out_dir)
+    for sub, field in (("lq", "lq"), ("gt", "gt")):
+        for p in pairs:
+            f = (out / sub / p.name).with_suffix(".png")
+            f.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(to_uint(getattr(p, field), 8)).save(f)
+    return out / "lq", out / "gt"
+
+
+def bicubic_upsample_folder(lq_dir, pred_dir, *, sf: int) -> pathlib.Path:
+    """The bicubic-interpolation baseline: every image of `lq_dir` upsampled x`sf` by MATLAB
+    bicubic (`imresize`, the SR papers' baseline), clipped and written as 8-bit PNG under the
+    same relative name in `pred_dir`."""
+    lq_dir, pred_dir = pathlib.Path(lq_dir), pathlib.Path(pred_dir)
+    for f in _images(lq_dir):
+        up = np.clip(imresize_np(read_image(f)[0], float(sf)), 0.0, 1.0)
+        out = (pred_dir / _rel(f, lq_dir)).with_suffix(".png")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(to_uint(up, 8)).save(out)
+    return pred_dir
 
 
 def val_pairs(cfg, *, crop: int = 0) -> list[Pair]:

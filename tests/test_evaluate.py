@@ -149,3 +149,37 @@ def test_inference_mode_real_tiny(fixtures_dir, data_dir, tmp_path):
                    "--allow_unpaired", "--metrics", "psnr,ssim", "--out", str(out), "--no_progress"]) == 0
     assert _rgb(out / "pred" / f"{NAMES[0]}.png").shape == (256, 256, 3)
     assert json.loads((out / "summary.json").read_text())["metrics"]["psnr"]["n"] == 1
+
+
+def test_bicsr_protocol_and_bicubic_baseline(data_dir, tmp_path):
+    """--degrade bicubic writes the test pairs (GT cut to multiples of 4, LQ = MATLAB bicubic
+    x1/4 rounded to 8 bits) and --baseline bicubic scores MATLAB-bicubic x4 of that LQ: the
+    README's bicubic rows. Checked against the primitives (imresize_np, to_uint, psnr_y)."""
+    from resshift_jax.data.matlab_resize import imresize_np
+    from resshift_jax.imageio import read_image, to_uint
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for n in NAMES[:2]:  # 256x256 GT, plus a 250x250 cut (not a multiple of 4) and a decoy name
+        shutil.copy(data_dir / "Val_SR" / "gt" / f"{n}.png", src / f"{n}.png")
+    Image.open(src / f"{NAMES[0]}.png").crop((0, 0, 250, 250)).save(src / "cut_250.png")
+    Image.open(src / f"{NAMES[1]}.png").save(src / "skip.png")
+    out = tmp_path / "out"
+    assert E.main(["--gt", str(src), "--include", "[Ic]*", "--degrade", "bicubic", "--baseline", "bicubic",
+                   "--metrics", "psnr,ssim", "--out", str(out), "--no_progress"]) == 0
+    rows = {r["name"]: r for r in csv.DictReader(open(out / "per_image.csv"))}
+    assert sorted(rows) == sorted(["cut_250", *NAMES[:2]])  # "skip.png" does not match the glob
+    for name, row in rows.items():
+        gt8 = _rgb(out / "pairs" / "gt" / f"{name}.png")
+        src_rgb = read_image(src / f"{name}.png")[0]
+        h = src_rgb.shape[0] // 4 * 4  # 250 -> 248
+        np.testing.assert_array_equal(gt8, to_uint(src_rgb[:h, :h], 8))
+        lq = _rgb(out / "pairs" / "lq" / f"{name}.png")
+        np.testing.assert_array_equal(lq, to_uint(imresize_np(src_rgb[:h, :h], 0.25), 8))
+        up = to_uint(np.clip(imresize_np(lq.astype(np.float32) / 255.0, 4.0), 0, 1), 8)
+        np.testing.assert_array_equal(_rgb(out / "pred" / f"{name}.png"), up)
+        assert float(row["psnr"]) == pytest.approx(M.psnr_y(up, gt8), abs=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["baseline"] == "MATLAB bicubic x4" and "MATLAB bicubic x1/4" in summary["degrade"]
+    assert E.main(["--gt", str(src), "--lq", str(src), "--degrade", "bicubic", "--out", str(out)]) == 2
+    assert E.main(["--gt", str(src), "--baseline", "bicubic", "--out", str(out)]) == 2  # nothing to upsample

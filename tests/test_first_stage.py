@@ -12,7 +12,7 @@ from flax import nnx
 
 from resshift_jax import sharding as shd
 from resshift_jax import weights
-from resshift_jax.config import COMPACT_HELD_OUT, load_config
+from resshift_jax.config import COMPACT_HELD_OUT, COMPACT_VAL, load_config
 from resshift_jax.data.pipeline import make_source
 from resshift_jax.models import first_stage as fs
 from resshift_jax.models.unet import UNetModelSwin
@@ -120,11 +120,12 @@ def test_compact_configs_hold_out_their_validation_images():
     for name in ("compact_bicsr", "compact_realsr"):
         cfg = load_config(name)
         names = [p.rsplit("/", 1)[-1] for p in make_source(cfg.data.train).paths]
-        assert names and not any(n.startswith("mcmaster_") for n in names), name
-        assert cfg.data.train.exclude_glob == (COMPACT_HELD_OUT,)
+        # 332 files less 18 mcmaster (test) and 24 kodak24 (validation)
+        assert len(names) == 290 and not any(n.startswith(("mcmaster_", "kodak24_")) for n in names), name
+        assert cfg.data.train.exclude_glob == COMPACT_HELD_OUT
         assert cfg.train.loss_coef == (1.0, 0.0) and cfg.diffusion.steps <= 4
     bic = load_config("compact_bicsr")
-    assert (bic.data.val.type, bic.data.val.include_glob) == ("bicubic", COMPACT_HELD_OUT)
+    assert (bic.data.val.type, bic.data.val.include_glob) == ("bicubic", COMPACT_VAL)
 
 
 def test_pipeline_runs_end_to_end_with_space_to_depth():
@@ -143,22 +144,39 @@ def test_pipeline_runs_end_to_end_with_space_to_depth():
                                   np.asarray(fs.depth_to_space(out["x_t"][-1], 4)))
 
 
-def test_short_training_run_exports_a_usable_ema(tmp_path):
-    """3 steps of train.py's loop on a compact config (space_to_depth: the frozen `vq` slot is
-    empty), validation on one held-out image and the EMA export, loaded back strictly."""
+# Measured on this test's run (AMD EPYC, 2 cores): validation PSNR(Y) 26.748 dB at step 20 (the
+# residual head still adds its initial noise: under bicubic's 26.900 dB on these 2 images),
+# 26.887 at 40, 26.901 at 60; training loss 0.066 at step 10, 0.020 at 60. The run is
+# deterministic (seeds, data order); another CPU changes only float32 rounding, which Adam
+# turns into lr-sized updates of rounding-level gradient components, moving a PSNR by far
+# less than the 0.15 dB rise. A third of it is required.
+MIN_VAL_RISE_DB = 0.05
+
+
+def test_short_compact_run_lowers_the_validation_error(tmp_path):
+    """A short run of train.py's loop on a compact config (space_to_depth: the frozen `vq` slot
+    is empty) learns: the validation PSNR(Y) of its EMA weights on held-out images (the
+    validation split's bicubic pairs, 4-step sampler, fresh noise at each validation) rises
+    from the first validation to the last, and the training loss falls. Not just the loss: the
+    validation runs the whole sampler on images never trained on. The EMA export loads back
+    strictly in the official layout."""
     cfg = small_compact()
     t = cfg.train
-    t.iterations = t.val_freq = t.save_freq = 3
-    cfg.data.val.length = 1  # mcmaster_1, bicubic x1/4: 125x125 LR
-    cfg.inference.chop_size = 128  # one tile: one compiled validation program, run once
-    mesh = shd.make_mesh((1, 1), ("data", "fsdp"), jax.devices()[:1])  # one device: compiles fastest
-    record = train(cfg, tmp_path, mesh=mesh, progress=False)
-    assert record["step"] == 3 and np.isfinite(record["loss"]) and record["loss"] > 0
+    t.iterations, t.val_freq, t.save_freq = 60, 20, 60
+    t.log_freq = (10, 1000, 1)
+    t.lr, t.warmup_iterations, t.ema_rate = 1e-3, 5, 0.8  # a ~5-step EMA: it follows a short run
+    assert cfg.diffusion.predict_type == "residual"  # the compact recipes' model output
+    cfg.data.val.length = 2
+    cfg.inference.chop_size = 128  # one tile per image: one compiled validation program
+    mesh = shd.make_mesh((1, 1), ("data", "fsdp"), jax.devices()[:1])
+    train(cfg, tmp_path, mesh=mesh, progress=False)
     recs = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines() if ln.strip()]
-    val = [r for r in recs if "val_psnr_y" in r]
-    assert len(val) == 1 and np.isfinite(val[0]["val_psnr_y"]) and val[0]["val_images"] == 1
-    export = tmp_path / "ema" / "ema_model_3.safetensors"
-    unet = weights.load_unet(export, cfg)  # strict: every key of the model, with its shape
+    val = [r["val_psnr_y"] for r in recs if "val_psnr_y" in r]
+    loss = [r["loss"] for r in recs if "loss" in r]
+    assert len(val) == 3, val
+    assert val[-1] - val[0] >= MIN_VAL_RISE_DB, val
+    assert loss[-1] < 0.5 * loss[0], loss
+    unet = weights.load_unet(tmp_path / "ema" / "ema_model_60.safetensors", cfg)  # strict: every key and shape
     sd = weights.module_state_dict(unet)
     assert sd["out.2.weight"].shape == (48, 32, 3, 3)  # official layout, 48 = 3·4² output channels
     assert all(np.all(np.isfinite(v)) for v in sd.values())
