@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_download", action="store_true",
                    help="never download: official weights only if present, else the bundled compact model")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="compute dtype")
+    p.add_argument("--x0_after", type=int, default=None,
+                   help="stop after K steps and output that step's x0 prediction (K network calls; "
+                        "default: the config's inference.x0_after, 0 = every step as the reference)")
     p.add_argument("--blend", default=None, choices=list(tiling.BLENDS),
                    help="tile blending: official (uniform average) or feather (default)")
     p.add_argument("--ext", default="png", choices=["png", "auto"], help="png, or auto = the input's format")
@@ -203,9 +206,14 @@ _PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their comp
 
 def _loaded(args) -> tuple[SRPipeline, str]:
     key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype,
-           args.no_download)
+           args.no_download, args.x0_after)
     if key not in _PIPELINES:
         m = load_model(args)
+        if args.x0_after is not None:
+            steps = int(m.config.diffusion.steps)
+            if not 0 <= args.x0_after <= steps:
+                raise SystemExit(f"error: --x0_after {args.x0_after} must be in 0..{steps} (the model's steps)")
+            m.config.inference.x0_after = args.x0_after
         _PIPELINES[key] = (SRPipeline(m.unet, m.first_stage, m.config), m.line)
     return _PIPELINES[key]
 
@@ -267,7 +275,9 @@ def main(argv=None) -> int:
     print(model_line(args), flush=True)
     cfg = pipe.config
     settings = resolve_settings(args, cfg)  # the model that runs may be the compact fallback
-    print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {pipe.schedule.num_timesteps} steps, "
+    k = int(cfg.inference.x0_after)
+    steps = f"{pipe.schedule.num_timesteps} steps" + (f", x0 after step {k}" if 0 < k < pipe.schedule.num_timesteps else "")
+    print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {steps}, "
           f"chop {settings['chop']}/{settings['stride']}, blend {settings['blend']}, bs {args.bs}, {args.dtype}")
     return run(pipe, todo, root, args, settings)
 

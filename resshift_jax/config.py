@@ -225,6 +225,10 @@ def inference_config() -> ml_collections.ConfigDict:
         chop_size=512,
         chop_stride=448,
         blend="feather",
+        # 0: the whole chain of diffusion.steps steps (the reference). k in 1..steps-1: stop after
+        # k steps and output that step's x0 prediction (k network calls): a fidelity/speed knob,
+        # k = 1 is the network's one-call estimate from y + prior noise
+        x0_after=0,
     ))
 
 

@@ -154,14 +154,24 @@ def training_losses(s: Schedule, denoiser: Denoiser, z_start, z_y, t, lq, noise,
 
 
 def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = None,
-           noise: jax.Array | None = None, clip_denoised: bool = False, return_trajectory: bool = False):
+           noise: jax.Array | None = None, clip_denoised: bool = False, return_trajectory: bool = False,
+           x0_after: int = 0):
     """The reverse chain x_T -> x_0 as one `lax.scan` over the T steps.
 
     Noise comes either from `key` or from `noise` of shape (T+1, *z_y.shape) in the reference's
     draw order: noise[0] for the prior, noise[k] for the step at t = T−k (k = 1..T).
     Returns x_0, or (x_0, dict(x_t=(T+1, ...) states starting at x_T, pred_xstart=(T, ...))).
+
+    `x0_after` = k in 1..T−1 stops the chain early: only the first k steps run (the same draws as
+    the full chain's first k) and the result is the x0 prediction of the k-th step (k network
+    calls; with k = 1 the prediction from the prior x_T). 0 or T: the whole chain (the reference).
+    The trajectory then holds k+1 states and k predictions.
     """
     T = s.num_timesteps
+    k = int(x0_after)
+    if not 0 <= k <= T:
+        raise ValueError(f"sample: x0_after={k} must be in 0..T={T}")
+    run = T if k in (0, T) else k
     if (key is None) == (noise is None):
         raise ValueError("sample: give exactly one of `key` or `noise`")
     if noise is not None:
@@ -178,15 +188,18 @@ def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = 
     x_T = prior_sample(s, z_y, prior_noise)
     ts = jnp.arange(T - 1, -1, -1, dtype=jnp.int32)
 
+    keep = return_trajectory or run < T  # an early stop returns the last step's prediction
+
     def body(x_t, xs):
         i, z = xs
         if z is None:
             z = jax.random.normal(step_keys[i], x_t.shape, x_t.dtype)
         t = jnp.full((x_t.shape[0],), ts[i], jnp.int32)
         out = p_sample(s, denoiser, x_t, z_y, t, lq, z, clip_denoised)
-        return out["sample"], ((out["sample"], out["pred_xstart"]) if return_trajectory else None)
+        return out["sample"], ((out["sample"], out["pred_xstart"]) if keep else None)
 
-    x_0, traj = jax.lax.scan(body, x_T, (jnp.arange(T), step_noise))
+    x_last, traj = jax.lax.scan(body, x_T, (jnp.arange(run), None if step_noise is None else step_noise[:run]))
+    x_0 = x_last if run == T else traj[1][-1]
     if not return_trajectory:
         return x_0
     states, preds = traj

@@ -166,6 +166,31 @@ def test_sampler_reproduces_hand_chain(cfg):
     np.testing.assert_array_equal(x_t3[0], traj["x_t"][0])
 
 
+def test_early_stop_returns_that_steps_x0_prediction():
+    """x0_after=k runs the full chain's first k steps (same draws, noise replayed or from a key)
+    and returns the k-th prediction: bit-identical to the full trajectory's pred_xstart[k-1],
+    since the scan bodies are the same; 0 and T are the whole chain."""
+    s = schedule.from_config(load_config("realsr_v3").diffusion)
+    T = s.num_timesteps
+    rng = np.random.default_rng(1)
+    z_y = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    lq = rng.uniform(-1, 1, size=(2, 8, 8, 3)).astype(np.float32)
+    noise = rng.normal(size=(T + 1, 2, 8, 8, 3)).astype(np.float32)
+    net = affine_denoiser()
+    x0, traj = D.sample(s, net, z_y, lq, noise=noise, return_trajectory=True)
+    for k in range(1, T):
+        xk, tk = D.sample(s, net, z_y, lq, noise=noise, return_trajectory=True, x0_after=k)
+        np.testing.assert_array_equal(xk, traj["pred_xstart"][k - 1])
+        np.testing.assert_array_equal(tk["x_t"], traj["x_t"][: k + 1])
+        np.testing.assert_array_equal(D.sample(s, net, z_y, lq, noise=noise, x0_after=k), xk)
+        key_full = D.sample(s, net, z_y, lq, key=jax.random.key(3), return_trajectory=True)[1]["pred_xstart"]
+        np.testing.assert_array_equal(D.sample(s, net, z_y, lq, key=jax.random.key(3), x0_after=k), key_full[k - 1])
+    for k in (0, T):
+        np.testing.assert_array_equal(D.sample(s, net, z_y, lq, noise=noise, x0_after=k), x0)
+    with pytest.raises(ValueError, match="x0_after"):
+        D.sample(s, net, z_y, lq, noise=noise, x0_after=T + 1)
+
+
 def test_sampler_sees_original_timesteps_when_respaced():
     s = schedule.make_schedule(steps=15, min_noise_level=0.04, timestep_respacing=5)
     seen = []

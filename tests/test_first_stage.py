@@ -142,6 +142,11 @@ def test_pipeline_runs_end_to_end_with_space_to_depth():
     np.testing.assert_array_equal(np.asarray(out["z_y"]), np.asarray(want_zy))
     np.testing.assert_array_equal(np.asarray(out["decoded"]),
                                   np.asarray(fs.depth_to_space(out["x_t"][-1], 4)))
+    # inference.x0_after = 2: the second step's x0 prediction, decoded and cropped like the output
+    cfg.inference.x0_after = 2
+    early = SRPipeline(unet, weights.load_first_stage(cfg), cfg, mesh=mesh)(lq, key=jax.random.key(7))
+    want = jnp.clip(fs.depth_to_space(out["pred_xstart"][1], 4)[:, :80, :96], -1, 1)
+    np.testing.assert_array_equal(np.asarray(early), np.asarray(want))
 
 
 # Measured on this test's run (AMD EPYC, 2 cores): validation PSNR(Y) 26.748 dB at step 20 (the
