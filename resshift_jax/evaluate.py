@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet_ckpt", help="UNet checkpoint for --lq")
     p.add_argument("--vae_ckpt", help="VQ autoencoder checkpoint for --lq")
     p.add_argument("--seed", type=int, default=12345, help="sampling seed for --lq")
+    p.add_argument("--x0_after", type=int, default=None,
+                   help="for --lq: infer.py's --x0_after (stop after K steps, output that step's x0 prediction)")
     p.add_argument("--baseline", choices=["bicubic"],
                    help="with --lq: score MATLAB-bicubic interpolation x--scale instead of a model")
     p.add_argument("--degrade", choices=["bicubic"],
@@ -125,11 +127,12 @@ def main(argv=None) -> int:
             if not args.config:
                 raise EvaluationError("--lq needs --config (and usually --unet_ckpt / --vae_ckpt)")
             pred_dir = pathlib.Path(args.pred or pathlib.Path(args.out) / "pred")
+            extra = [] if args.x0_after is None else ["--x0_after", str(args.x0_after)]
             run_inference(args.lq, pred_dir, config=args.config, unet_ckpt=args.unet_ckpt,
-                          vae_ckpt=args.vae_ckpt, seed=args.seed)
+                          vae_ckpt=args.vae_ckpt, seed=args.seed, extra_args=extra)
             args.pred = str(pred_dir)
             meta.update(pred=args.pred, lq=args.lq, config=args.config, unet_ckpt=args.unet_ckpt,
-                        vae_ckpt=args.vae_ckpt, seed=args.seed)
+                        vae_ckpt=args.vae_ckpt, seed=args.seed, x0_after=args.x0_after)
         if not args.pred:
             raise EvaluationError("--pred (or --lq) is required")
         needs_gt = [m for m in metrics if m in FULL_REFERENCE]
