@@ -36,6 +36,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, out, *, dpi: int) -> pathlib.Path:
+    fig.tight_layout()
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def read_metrics(run_dir) -> tuple[list[dict], list[dict]]:
     """(training log lines, validation lines) of WORKDIR/metrics.jsonl."""
     f = pathlib.Path(run_dir) / "metrics.jsonl"
@@ -71,12 +80,7 @@ def curves(runs: list[tuple[str, str]], out) -> pathlib.Path:
     for ax in (ax_l, ax_v):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, dpi=90)
 
 
 def _by_stem(folder) -> dict[str, pathlib.Path]:
@@ -113,12 +117,7 @@ def grid(lq_dir, gt_dir, cols: list[tuple[str, str]], out, *, images: int = 4, c
                 ax.set_title(label, fontsize=9)
             if k == 0:
                 ax.set_ylabel(name, fontsize=8)
-    fig.tight_layout()
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out, dpi=80)
 
 
 def _pairs(items: list[str], flag: str) -> list[tuple[str, str]]:

@@ -136,14 +136,20 @@ def hand_chain(s, net, z_y, lq, noise):
     return np.stack(states), np.stack(preds)
 
 
-@pytest.mark.parametrize("cfg", ["realsr_v1", "realsr_v3"])
-def test_sampler_reproduces_hand_chain(cfg):
+def chain_inputs(cfg, seed):
+    """A config's schedule, a batch of 2 random latents z_y, LR images and the (T+1) noise draws."""
     s = schedule.from_config(load_config(cfg).diffusion)
-    T = s.num_timesteps
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     z_y = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
     lq = rng.uniform(-1, 1, size=(2, 8, 8, 3)).astype(np.float32)
-    noise = rng.normal(size=(T + 1, 2, 8, 8, 3)).astype(np.float32)
+    noise = rng.normal(size=(s.num_timesteps + 1, 2, 8, 8, 3)).astype(np.float32)
+    return s, z_y, lq, noise
+
+
+@pytest.mark.parametrize("cfg", ["realsr_v1", "realsr_v3"])
+def test_sampler_reproduces_hand_chain(cfg):
+    s, z_y, lq, noise = chain_inputs(cfg, seed=0)
+    T = s.num_timesteps
     net = affine_denoiser()
     run = jax.jit(lambda z, l, n: D.sample(s, net, z, l, noise=n, return_trajectory=True))
     x0, traj = run(z_y, lq, noise)
@@ -170,12 +176,8 @@ def test_early_stop_returns_that_steps_x0_prediction():
     """x0_after=k runs the full chain's first k steps (same draws, noise replayed or from a key)
     and returns the k-th prediction: bit-identical to the full trajectory's pred_xstart[k-1],
     since the scan bodies are the same; 0 and T are the whole chain."""
-    s = schedule.from_config(load_config("realsr_v3").diffusion)
+    s, z_y, lq, noise = chain_inputs("realsr_v3", seed=1)
     T = s.num_timesteps
-    rng = np.random.default_rng(1)
-    z_y = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
-    lq = rng.uniform(-1, 1, size=(2, 8, 8, 3)).astype(np.float32)
-    noise = rng.normal(size=(T + 1, 2, 8, 8, 3)).astype(np.float32)
     net = affine_denoiser()
     x0, traj = D.sample(s, net, z_y, lq, noise=noise, return_trajectory=True)
     for k in range(1, T):
