@@ -42,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", default="fp32,bf16")
     p.add_argument("--iters", type=int, default=5, help="steady-state runs (median reported)")
     p.add_argument("--config", default=None, help="override the model config (e.g. tiny, for a smoke run)")
+    p.add_argument("--x0_after", type=int, default=None, help="inference.x0_after (default: the config's)")
     p.add_argument("--isolate", action="store_true", help="one process per configuration (own peak memory)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: a JSON case
     return p.parse_args(argv)
@@ -105,6 +106,8 @@ def bench_case(case: dict, models_cache: dict, iters: int) -> dict:
     cfg = load_config(case.get("config") or CONFIG[version])
     if case.get("config"):  # a small config with the version's schedule
         cfg.diffusion = load_config(CONFIG[version]).diffusion
+    if case.get("x0_after") is not None:
+        cfg.inference.x0_after = case["x0_after"]
     dtype = jnp.bfloat16 if dt == "bf16" else jnp.float32
     mkey = (case.get("config"), dt)
     t0 = time.perf_counter()
@@ -127,7 +130,8 @@ def bench_case(case: dict, models_cache: dict, iters: int) -> dict:
     runs = [once() for _ in range(iters)]
     steady = statistics.median(runs)
     cpu_steady = statistics.median(cpu_runs[1:])
-    return dict(bench="infer", version=version, steps=STEPS[version], batch=batch, lr=size, hr=size * pipe.sf,
+    return dict(bench="infer", version=version, steps=STEPS[version], x0_after=int(cfg.inference.x0_after),
+                batch=batch, lr=size, hr=size * pipe.sf,
                 dtype=dt, config=cfg.get("name") or case.get("config"), device=jax.devices()[0].device_kind,
                 platform=jax.devices()[0].platform, n_devices=jax.device_count(),
                 init_s=round(init_s, 3), first_call_s=round(first, 3), compile_s=round(first - steady, 3),
@@ -143,7 +147,7 @@ def main(argv=None):
         case = json.loads(args.one)
         print(json.dumps(bench_case(case, {}, args.iters)), flush=True)
         return 0
-    cases = [dict(version=v, batch=int(b), size=int(s), dtype=d, config=args.config)
+    cases = [dict(version=v, batch=int(b), size=int(s), dtype=d, config=args.config, x0_after=args.x0_after)
              for d, v, s, b in itertools.product(args.dtypes.split(","), args.versions.split(","),
                                                  args.sizes.split(","), args.batches.split(","))]
     cache, status = {}, 0
