@@ -34,7 +34,7 @@ def data_dir():
 # Heaviest modules first: test.sh runs the suite on 2 workers with `--dist loadfile`, which hands
 # out whole files in collection order, so the long ones start at once and the workers end together.
 HEAVY_FIRST = ("test_train_loop", "test_train_step", "test_study", "test_compile_check", "test_evaluation",
-               "test_first_stage",
+               "test_first_stage", "test_compact_models",
                "test_pipeline", "test_checkpoint", "test_unet", "test_infer_cli")
 
 
