@@ -148,29 +148,34 @@ def bicubic_pairs(gt_dir, *, sf: int, length: int = -1, crop: int = 0, exts=None
     return pairs
 
 
+def _save_png8(path: pathlib.Path, rgb01: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint(rgb01, 8)).save(path)
+
+
 def write_pairs(pairs, out_dir) -> tuple[pathlib.Path, pathlib.Path]:
     """Write `pairs` as OUT/lq and OUT/gt 8-bit RGB PNGs (same relative names, .png), the
     folders `python -m resshift_jax.evaluate --lq OUT/lq --gt OUT/gt` reads: test sets stored
     as files, as SR benchmarks distribute them (the LQ is rounded to 8 bits here)."""
     out = pathlib.Path(out_dir)
-    for sub, field in (("lq", "lq"), ("gt", "gt")):
+    for sub in ("lq", "gt"):
         for p in pairs:
-            f = (out / sub / p.name).with_suffix(".png")
-            f.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(to_uint(getattr(p, field), 8)).save(f)
+            _save_png8((out / sub / p.name).with_suffix(".png"), getattr(p, sub))
     return out / "lq", out / "gt"
 
 
+def bicubic_upsample(lq01: np.ndarray, sf: int) -> np.ndarray:
+    """The bicubic-interpolation baseline of one image: MATLAB bicubic (`imresize`, the SR
+    papers' baseline) x`sf` of float RGB in [0, 1], clipped to [0, 1]."""
+    return np.clip(imresize_np(lq01, float(sf)), 0.0, 1.0)
+
+
 def bicubic_upsample_folder(lq_dir, pred_dir, *, sf: int) -> pathlib.Path:
-    """The bicubic-interpolation baseline: every image of `lq_dir` upsampled x`sf` by MATLAB
-    bicubic (`imresize`, the SR papers' baseline), clipped and written as 8-bit PNG under the
-    same relative name in `pred_dir`."""
+    """`bicubic_upsample` of every image of `lq_dir`, written as 8-bit PNG under the same
+    relative name in `pred_dir`."""
     lq_dir, pred_dir = pathlib.Path(lq_dir), pathlib.Path(pred_dir)
     for f in _images(lq_dir):
-        up = np.clip(imresize_np(read_image(f)[0], float(sf)), 0.0, 1.0)
-        out = (pred_dir / _rel(f, lq_dir)).with_suffix(".png")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(to_uint(up, 8)).save(out)
+        _save_png8((pred_dir / _rel(f, lq_dir)).with_suffix(".png"), bicubic_upsample(read_image(f)[0], sf))
     return pred_dir
 
 

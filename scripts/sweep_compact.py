@@ -22,7 +22,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "configs/compact_bicsr.py"
@@ -63,13 +62,12 @@ def last_validation(run_dir: pathlib.Path) -> dict | None:
 def bicubic_psnr(val_images: int) -> float:
     """PSNR(Y) of MATLAB-bicubic x4 upsampling on the sweep's validation pairs."""
     from resshift_jax.config import load_config
-    from resshift_jax.data.matlab_resize import imresize_np
-    from resshift_jax.evaluation import score_pairs, summarize, val_pairs
+    from resshift_jax.evaluation import bicubic_upsample, score_pairs, summarize, val_pairs
 
     cfg = load_config(ROOT / CONFIG)
     cfg.data.val.length = val_images
     pairs = val_pairs(cfg)
-    ups = [np.clip(imresize_np(p.lq, 4.0), 0.0, 1.0) for p in pairs]
+    ups = [bicubic_upsample(p.lq, 4) for p in pairs]
     return summarize(score_pairs(ups, pairs, ("psnr",)), ("psnr",))["psnr"]["mean"]
 
 
