@@ -43,6 +43,11 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=5, help="steady-state runs (median reported)")
     p.add_argument("--config", default=None, help="override the model config (e.g. tiny, for a smoke run)")
     p.add_argument("--x0_after", type=int, default=None, help="inference.x0_after (default: the config's)")
+    p.add_argument("--parts", action="store_true",
+                   help="also time the program's parts apart: encode (bicubic + VQ), one UNet call, decode")
+    p.add_argument("--trace", default=None,
+                   help="write a jax.profiler trace of --iters steady runs of each case to this folder "
+                        "(TensorBoard's profile plugin / xprof: time per fused op, e.g. attention, GroupNorm)")
     p.add_argument("--isolate", action="store_true", help="one process per configuration (own peak memory)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: a JSON case
     return p.parse_args(argv)
@@ -127,10 +132,15 @@ def bench_case(case: dict, models_cache: dict, iters: int) -> dict:
         return time.perf_counter() - t
 
     first = once()
+    if case.get("trace"):
+        with jax.profiler.trace(case["trace"]):
+            for _ in range(iters):
+                once()
     runs = [once() for _ in range(iters)]
     steady = statistics.median(runs)
     cpu_steady = statistics.median(cpu_runs[1:])
-    return dict(bench="infer", version=version, steps=STEPS[version], x0_after=int(cfg.inference.x0_after),
+    parts = time_parts(pipe, *models_cache[mkey], lq, iters) if case.get("parts") else {}
+    return dict(**parts, **dict(bench="infer", version=version, steps=STEPS[version], x0_after=int(cfg.inference.x0_after),
                 batch=batch, lr=size, hr=size * pipe.sf,
                 dtype=dt, config=cfg.get("name") or case.get("config"), device=jax.devices()[0].device_kind,
                 platform=jax.devices()[0].platform, n_devices=jax.device_count(),
@@ -138,7 +148,38 @@ def bench_case(case: dict, models_cache: dict, iters: int) -> dict:
                 ms_per_batch=round(steady * 1e3, 2), ms_per_batch_min=round(min(runs) * 1e3, 2),
                 ms_per_image=round(steady * 1e3 / batch, 3), images_per_s=round(batch / steady, 2),
                 cpu_s_per_batch=round(cpu_steady, 2), load_avg_1m=round(os.getloadavg()[0], 2),
-                iters=iters, peak_bytes=peak_bytes(), jax=jax.__version__)
+                iters=iters, peak_bytes=peak_bytes(), jax=jax.__version__))
+
+
+def time_parts(pipe, unet, vq, lq, iters) -> dict:
+    """Milliseconds of the sampler's parts, each its own jitted program on the same batch:
+    `encode` (reflect pad, bicubic x sf, VQ encode), one `unet_call`, `decode` (VQ decode with
+    quantisation); the whole program is about encode + steps x unet_call + decode."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from resshift_jax.pipeline import condition_latent, reflect_pad
+
+    (ug, us), (vg, vs) = nnx.split(unet), nnx.split(vq)
+    sf, scale, offset = pipe.sf, pipe.scale_factor, pipe.padding_offset
+    enc = jax.jit(lambda s, x: condition_latent(nnx.merge(vg, s), reflect_pad(x, offset), sf=sf, scale_factor=scale))
+    call = jax.jit(lambda s, z, t, y: nnx.merge(ug, s)(z, t, reflect_pad(y, offset)))
+    dec = jax.jit(lambda s, z: nnx.merge(vg, s).decode(z / scale, quantize=True))
+    x = jnp.asarray(lq)
+    z = enc(vs, x)
+    t = jnp.full((x.shape[0],), pipe.schedule.num_timesteps - 1, jnp.int32)
+
+    def ms(fn, *a):
+        jax.block_until_ready(fn(*a))  # compile
+        runs = []
+        for _ in range(max(3, iters)):
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*a))
+            runs.append(time.perf_counter() - t0)
+        return round(statistics.median(runs) * 1e3, 3)
+
+    return dict(encode_ms=ms(enc, vs, x), unet_call_ms=ms(call, us, z, t, x), decode_ms=ms(dec, vs, z))
 
 
 def main(argv=None):
@@ -147,7 +188,8 @@ def main(argv=None):
         case = json.loads(args.one)
         print(json.dumps(bench_case(case, {}, args.iters)), flush=True)
         return 0
-    cases = [dict(version=v, batch=int(b), size=int(s), dtype=d, config=args.config, x0_after=args.x0_after)
+    cases = [dict(version=v, batch=int(b), size=int(s), dtype=d, config=args.config, x0_after=args.x0_after,
+                  parts=args.parts, trace=args.trace)
              for d, v, s, b in itertools.product(args.dtypes.split(","), args.versions.split(","),
                                                  args.sizes.split(","), args.batches.split(","))]
     cache, status = {}, 0

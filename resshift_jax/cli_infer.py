@@ -5,7 +5,8 @@
 Official flags: -i/--in_path, -o/--out_path, --task, -v/--version, --scale, --seed, --bs,
 --chop_size, --chop_stride. Additions: --unet_ckpt/--vae_ckpt (default: the official file
 names under ./weights, downloaded from the official release when missing), --no_download,
---dtype, --blend, --ext, --suffix, --overwrite, --config, --cache_dir.
+--dtype, --blend, --ext, --suffix, --overwrite, --config, --x0_after, --shape_buckets, --io_threads,
+--cache_dir, --no_compile_cache.
 
 Which model runs (one `model: ...` line says it): `--config` with explicit checkpoints; else
 `-v compact`, the compact model of --task bundled with the package
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import pathlib
 import sys
 import time
@@ -35,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from resshift_jax import download, imageio, tiling
+from resshift_jax import compile_cache, download, imageio, streaming, tiling
 from resshift_jax.config import load_config
 from resshift_jax.models import first_stage
 from resshift_jax.pipeline import SRPipeline
@@ -66,13 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x0_after", type=int, default=None,
                    help="stop after K steps and output that step's x0 prediction (K network calls; "
                         "default: the config's inference.x0_after, 0 = every step as the reference)")
+    p.add_argument("--shape_buckets", default=None,
+                   help="LR tile sizes tiles are padded up to, e.g. 128,256,512 (a few compiled programs for "
+                        "a folder of mixed sizes), or off (pad as the reference; default: the config's)")
     p.add_argument("--blend", default=None, choices=list(tiling.BLENDS),
                    help="tile blending: official (uniform average) or feather (default)")
     p.add_argument("--ext", default="png", choices=["png", "auto"], help="png, or auto = the input's format")
     p.add_argument("--suffix", default="", help="appended to output file stems")
     p.add_argument("--overwrite", action="store_true", help="overwrite existing outputs (default: skip them)")
     p.add_argument("--config", default=None, help="config name or file overriding --task/--version (e.g. tiny)")
-    p.add_argument("--cache_dir", default=None, help="persistent XLA compilation cache directory")
+    p.add_argument("--cache_dir", default=None,
+                   help="persistent XLA compilation cache folder (default: $RESSHIFT_JAX_CACHE_DIR or "
+                        "~/.cache/resshift_jax/xla)")
+    p.add_argument("--no_compile_cache", action="store_true", help="do not use the persistent compilation cache")
+    p.add_argument("--io_threads", type=int, default=None,
+                   help="host threads that decode ahead and (as many) that write behind while the device "
+                        "computes (default: half the CPU cores, 1 to 8); 0 = read, run and write in turn")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
@@ -93,7 +104,26 @@ def resolve_settings(args, cfg) -> dict:
     if args.bs < 1:
         raise SystemExit("error: --bs must be >= 1")
     blend = args.blend or str(cfg.inference.blend)
-    return dict(chop=chop, stride=stride, blend=blend)
+    buckets = parse_buckets(args.shape_buckets, cfg)
+    return dict(chop=chop, stride=stride, blend=blend, buckets=buckets)
+
+
+def parse_buckets(flag: str | None, cfg) -> tuple[int, ...]:
+    """--shape_buckets: None = the config's `inference.shape_buckets`, 'off' = none, else sizes."""
+    offset = int(cfg.inference.padding_offset)
+    if flag is None:
+        buckets = tuple(int(b) for b in cfg.inference.shape_buckets)
+    elif flag.strip().lower() in ("off", "none", ""):
+        buckets = ()
+    else:
+        try:
+            buckets = tuple(sorted({int(b) for b in flag.split(",")}))
+        except ValueError:
+            raise SystemExit(f"error: --shape_buckets {flag!r}: give sizes like 128,256,512 or off") from None
+    bad = [b for b in buckets if b <= 0 or b % offset]
+    if bad:
+        raise SystemExit(f"error: shape buckets {bad} must be positive multiples of the padding offset {offset}")
+    return buckets
 
 
 @dataclasses.dataclass
@@ -260,9 +290,9 @@ def main(argv=None) -> int:
         files, root = imageio.list_images(args.in_path)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}") from None
-    if args.cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(args.cache_dir))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    if args.io_threads is not None and args.io_threads < 0:
+        raise SystemExit("error: --io_threads must be >= 0")
+    cache = compile_cache.configure(args.cache_dir, enabled=not args.no_compile_cache)
 
     todo, skipped = plan_outputs(files, root, args)
     for f, out in skipped:
@@ -278,11 +308,45 @@ def main(argv=None) -> int:
     k = int(cfg.inference.x0_after)
     steps = f"{pipe.schedule.num_timesteps} steps" + (f", x0 after step {k}" if 0 < k < pipe.schedule.num_timesteps else "")
     print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {steps}, "
-          f"chop {settings['chop']}/{settings['stride']}, blend {settings['blend']}, bs {args.bs}, {args.dtype}")
-    return run(pipe, todo, root, args, settings)
+          f"chop {settings['chop']}/{settings['stride']}, blend {settings['blend']}, bs {args.bs}, {args.dtype}, "
+          f"shape buckets {','.join(map(str, settings['buckets'])) or 'off'}")
+    counts0 = compile_cache.counts()
+    rc = run(pipe, todo, root, args, settings)
+    if cache is not None:
+        c = compile_cache.counts()
+        print(f"compile cache: {cache} ({c['hits'] - counts0['hits']} programs loaded, "
+              f"{c['misses'] - counts0['misses']} compiled)")
+    return rc
 
 
-def run(pipe, todo, root, args, settings) -> int:
+def io_threads(flag: int | None) -> int:
+    """--io_threads, or by default half the CPU cores, 1 to 8: PNG encoding (zlib) is the host's
+    largest cost, and on a GPU host a batch of 64 outputs takes several cores to keep up with the
+    device; on a CPU-only machine the cores left to XLA matter more."""
+    if flag is not None:
+        return max(0, int(flag))
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def write_result(sr: np.ndarray, meta, out: pathlib.Path, ext_flag: str, inputs: set) -> pathlib.Path:
+    """Write one super-resolved image (float (H, W, 3) in [-1, 1]) as its input was (channels,
+    bit depth, alpha, format with --ext auto); returns the path written."""
+    img = np.clip(sr * 0.5 + 0.5, 0.0, 1.0)
+    alpha = None if meta.alpha is None else imageio.upscale_alpha(meta.alpha, img.shape[:2])
+    ext = imageio.output_format(meta, ext_flag)
+    if ext != out.suffix:  # --ext auto fell back to PNG (bit depth / alpha)
+        out = out.with_suffix(ext)
+        if out.resolve() in inputs:
+            out = out.with_name(f"{out.stem}_sr{ext}")
+    return imageio.write_image(out, img, meta, alpha=alpha)
+
+
+def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
+    """Super-resolve `todo` [(in_file, out_file)] and write the results, streaming: images are
+    decoded ahead and written behind on `args.io_threads` host threads each while the device
+    computes (bounded: a few batches of images on the host at any time); 0 threads runs
+    everything in this thread. The bytes written do not depend on it. `stats` (a dict) receives
+    the counts and timings of the run."""
     failed, done = [], 0
     bar = tqdm(total=len(todo), unit="img", disable=args.no_progress, dynamic_ncols=True)
     tiles_done = [0]
@@ -291,46 +355,59 @@ def run(pipe, todo, root, args, settings) -> int:
         tiles_done[0] += n
         bar.set_postfix(tiles=tiles_done[0], refresh=False)
 
+    threads = io_threads(getattr(args, "io_threads", None))
     runner = tiling.TiledRunner(lambda lq, keys: pipe(lq, key=keys), sf=pipe.sf,
                                 chop_size=settings["chop"], chop_stride=settings["stride"],
                                 padding_offset=pipe.padding_offset, bs=args.bs,
-                                blend=settings["blend"], batch_multiple=pipe.mesh.size, on_batch=on_batch)
+                                blend=settings["blend"], batch_multiple=pipe.mesh.size, on_batch=on_batch,
+                                inflight=1 if threads else 0, buckets=settings["buckets"])
     if runner.bs != args.bs:
         print(f"note: --bs {args.bs} rounded up to {runner.bs}, a multiple of the {pipe.mesh.size} devices")
     metas = {}
     inputs = {f.resolve() for f, _ in todo}
 
+    def decode(job):
+        f, out = job
+        try:
+            rgb, meta = imageio.read_image(f)
+        except imageio.ImageReadError as e:
+            return f, out, None, None, e
+        return f, out, rgb * 2.0 - 1.0, meta, None
+
     def items():
-        for f, out in todo:
-            try:
-                rgb, meta = imageio.read_image(f)
-            except imageio.ImageReadError as e:
+        for f, out, lq, meta, err in streaming.prefetch_map(decode, todo, workers=threads, ahead=2 * runner.bs + 2):
+            if err is not None:
                 failed.append(str(f))
-                bar.write(f"FAILED {e}")
+                bar.write(f"FAILED {err}")
                 bar.update(1)
                 continue
             metas[str(f)] = (meta, out)
-            yield str(f), rgb * 2.0 - 1.0, image_key(args.seed, f.relative_to(root).as_posix())
+            yield str(f), lq, image_key(args.seed, f.relative_to(root).as_posix())
 
+    def report(finished):
+        nonlocal done
+        for tag, err in finished:
+            if err is None:
+                done += 1
+            else:
+                failed.append(tag)
+                bar.write(f"FAILED {tag}: cannot write {metas_out.pop(tag, '?')} ({type(err).__name__}: {err})")
+            metas_out.pop(tag, None)
+            bar.update(1)
+
+    metas_out = {}
     t0 = time.perf_counter()
-    for tag, sr in runner.run(items()):
-        meta, out = metas.pop(tag)
-        try:
-            img = np.clip(sr * 0.5 + 0.5, 0.0, 1.0)
-            alpha = None if meta.alpha is None else imageio.upscale_alpha(meta.alpha, img.shape[:2])
-            ext = imageio.output_format(meta, args.ext)
-            if ext != out.suffix:  # --ext auto fell back to PNG (bit depth / alpha)
-                out = out.with_suffix(ext)
-                if out.resolve() in inputs:
-                    out = out.with_name(f"{out.stem}_sr{ext}")
-            imageio.write_image(out, img, meta, alpha=alpha)
-            done += 1
-        except Exception as e:  # noqa: BLE001 - one line per failed file, keep going
-            failed.append(tag)
-            bar.write(f"FAILED {tag}: cannot write {out} ({type(e).__name__}: {e})")
-        bar.update(1)
+    with streaming.WriteBehind(workers=threads, max_pending=2 * runner.bs + 2) as writer:
+        for tag, sr in runner.run(items()):
+            meta, out = metas.pop(tag)
+            metas_out[tag] = out
+            report(writer.submit(tag, write_result, sr, meta, out, args.ext, inputs))
+        report(writer.drain())
     bar.close()
     secs = time.perf_counter() - t0
+    if stats is not None:
+        stats.update(images=done, failed=len(failed), wall_s=secs, batches=runner.batches_run,
+                     tiles=tiles_done[0], shapes={str(k): sorted(v) for k, v in runner.batch_sizes_run.items()})
     print(f"Done: {done} image(s), failed: {len(failed)}, {secs:.1f} s, {done / max(secs, 1e-9):.2f} images/s "
           f"-> {args.out_path}")
     if failed:

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "GT cut to multiples of --scale and LQ rounded to 8 bits, written to OUT/pairs/{gt,lq}")
     p.add_argument("--include", default="", help="with --degrade: only GT files whose name matches this glob")
     p.add_argument("--scale", type=int, default=4, help="SR factor of --baseline and --degrade")
+    p.add_argument("--cache_dir", default=None,
+                   help="persistent XLA compilation cache folder (default: $RESSHIFT_JAX_CACHE_DIR or "
+                        "~/.cache/resshift_jax/xla)")
+    p.add_argument("--no_compile_cache", action="store_true", help="do not use the persistent compilation cache")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -108,6 +112,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         metrics = parse_metrics(args.metrics)
+        if args.lq or "lpips" in metrics or "niqe" in metrics:  # these compile programs
+            from resshift_jax import compile_cache
+            compile_cache.configure(args.cache_dir, enabled=not args.no_compile_cache)
         meta = {"pred": args.pred, "gt": args.gt}
         if args.degrade:
             if not args.gt or args.lq:
@@ -128,6 +135,8 @@ def main(argv=None) -> int:
                 raise EvaluationError("--lq needs --config (and usually --unet_ckpt / --vae_ckpt)")
             pred_dir = pathlib.Path(args.pred or pathlib.Path(args.out) / "pred")
             extra = [] if args.x0_after is None else ["--x0_after", str(args.x0_after)]
+            extra += ["--no_compile_cache"] if args.no_compile_cache else []
+            extra += ["--cache_dir", args.cache_dir] if args.cache_dir else []
             run_inference(args.lq, pred_dir, config=args.config, unet_ckpt=args.unet_ckpt,
                           vae_ckpt=args.vae_ckpt, seed=args.seed, extra_args=extra)
             args.pred = str(pred_dir)

@@ -34,8 +34,15 @@ def padded_size(size: int, offset: int) -> int:
     return int(math.ceil(size / offset) * offset)
 
 
-def reflect_pad(x, offset: int):
-    """F.pad(mode='reflect') on the bottom/right up to multiples of `offset`, on (..., h, w, c).
+def bucket_size(size: int, buckets=()) -> int:
+    """The smallest of `buckets` that is >= `size`, or `size` itself when none is (or none given)."""
+    return min((b for b in buckets if b >= size), default=size)
+
+
+def reflect_pad(x, offset: int, buckets=()):
+    """F.pad(mode='reflect') on the bottom/right up to multiples of `offset`, on (..., h, w, c);
+    with `buckets` (sizes, multiples of `offset`) each side is padded further to its bucket
+    (`bucket_size`), so images of many sizes share a few program shapes.
 
     One rule for both callers: a jax array (the batched program, NHWC) is padded with jnp, a
     numpy array (a tile on the host, HWC) with numpy, so tiles never travel to a device just to be
@@ -44,7 +51,8 @@ def reflect_pad(x, offset: int):
     one pixel has nothing to reflect and is repeated (edge mode).
     """
     h, w = x.shape[-3], x.shape[-2]
-    ph, pw = padded_size(h, offset) - h, padded_size(w, offset) - w
+    ph = bucket_size(padded_size(h, offset), buckets) - h
+    pw = bucket_size(padded_size(w, offset), buckets) - w
     if ph == 0 and pw == 0:
         return x
     pad = np.pad if isinstance(x, np.ndarray) else jnp.pad

@@ -22,7 +22,7 @@ the one padding rule of the sampler program.
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+from collections import defaultdict, deque
 from typing import Callable, Iterable, Iterator
 
 import jax
@@ -165,12 +165,16 @@ class TiledRunner:
     A last, smaller batch of a shape that already ran at `bs` is padded up to `bs` (repeating
     its last tile) so it reuses the compiled program instead of compiling a new one. Batches
     are whole multiples of `batch_multiple` (the number of devices): a batch the pipeline
-    cannot split over its devices would be computed on every device.
+    cannot split over its devices would be computed on every device. `inflight` batches stay
+    dispatched while the host collects (0: each batch is waited for at once). `buckets` (LR
+    sizes, multiples of `padding_offset`): each tile side is reflect-padded on to the smallest
+    bucket that holds it, so a folder of mixed sizes compiles a few programs, not one per size
+    (the default, no buckets, pads as the reference does: to the next multiple of the offset).
     """
 
     def __init__(self, process: Callable, *, sf: int, chop_size: int, chop_stride: int,
                  padding_offset: int, bs: int = 1, blend: str = "feather", batch_multiple: int = 1,
-                 on_batch: Callable[[int], None] | None = None):
+                 on_batch: Callable[[int], None] | None = None, inflight: int = 1, buckets=()):
         if blend not in BLENDS:
             raise ValueError(f"unknown blend {blend!r}; choose one of {BLENDS}")
         if bs < 1:
@@ -182,6 +186,11 @@ class TiledRunner:
         self.chop_size, self.chop_stride, self.offset = chop_size, chop_stride, padding_offset
         self.on_batch = on_batch
         self.batch_sizes_run: dict[tuple, set] = defaultdict(set)
+        self.batches_run = 0
+        self.inflight = max(0, int(inflight))
+        self.buckets = tuple(int(b) for b in buckets or ())
+        if any(b % padding_offset for b in self.buckets):
+            raise ValueError(f"shape buckets {self.buckets} must be multiples of the padding offset {padding_offset}")
 
     def count_tiles(self, h: int, w: int) -> int:
         return len(tile_boxes(h, w, self.chop_size, self.chop_stride))
@@ -197,32 +206,47 @@ class TiledRunner:
             h0, h1, w0, w1 = box
             hr = tuple(v * self.sf for v in box)
             tiles.append(_Tile(img, k, keys[k], hr, (hr[1] - hr[0], hr[3] - hr[2]), wgt,
-                               reflect_pad(np.ascontiguousarray(lq[h0:h1, w0:w1]), self.offset)))
+                               reflect_pad(np.ascontiguousarray(lq[h0:h1, w0:w1]), self.offset, self.buckets)))
         return img, tiles
 
-    def _run(self, batch: list[_Tile], pad_to: int) -> list[_Image]:
+    def _dispatch(self, batch: list[_Tile], pad_to: int) -> tuple:
+        """Start the program on one batch (asynchronously: JAX returns before the device is done)."""
         shape = batch[0].lq.shape
-        n = len(batch)
-        padded = batch + [batch[-1]] * (pad_to - n)
+        padded = batch + [batch[-1]] * (pad_to - len(batch))
         lq = np.stack([t.lq for t in padded])
         keys = jax.numpy.stack([t.key for t in padded])
-        out = np.asarray(jax.device_get(self.process(lq, keys)), np.float32)
         self.batch_sizes_run[shape].add(pad_to)
+        self.batches_run += 1
+        return batch, self.process(lq, keys)
+
+    def _collect(self, batch: list[_Tile], out) -> list[_Image]:
+        """Wait for one batch's output, blend its tiles; the images it completes."""
+        out = np.asarray(jax.device_get(out), np.float32)
         done = []
-        for t, o in zip(batch, out[:n]):
+        for t, o in zip(batch, out[: len(batch)]):
             th, tw = t.size_hr
             t.image.canvas.add(o[:th, :tw], t.box_hr, t.weight)
             t.image.remaining -= 1
             if t.image.remaining == 0:
                 done.append(t.image)
         if self.on_batch is not None:
-            self.on_batch(n)
+            self.on_batch(len(batch))
         return done
 
     def run(self, items: Iterable[tuple[object, np.ndarray, jax.Array]]) -> Iterator[tuple[object, np.ndarray]]:
         """items: (tag, lq float (h, w, 3) in [-1, 1], image key). Yields (tag, (sf·h, sf·w, 3))
-        in order of completion, each as soon as its last tile is blended."""
+        in order of completion, each as soon as its last tile is blended.
+
+        Up to `inflight` batches run on the device while the host collects the previous one and
+        cuts the next (asynchronous dispatch); the results do not depend on it."""
         pending: dict[tuple, list[_Tile]] = defaultdict(list)
+        running: deque = deque()
+
+        def start(queue, pad_to):
+            running.append(self._dispatch(queue, pad_to))
+            while len(running) > self.inflight:
+                yield from ((img.tag, img.canvas.result()) for img in self._collect(*running.popleft()))
+
         for tag, lq, key in items:
             _, tiles = self._tiles_of(tag, np.asarray(lq, np.float32), key)
             for t in tiles:
@@ -230,10 +254,10 @@ class TiledRunner:
                 queue.append(t)
                 if len(queue) == self.bs:
                     pending[t.lq.shape] = []
-                    for img in self._run(queue, self.bs):
-                        yield img.tag, img.canvas.result()
+                    yield from start(queue, self.bs)
         for shape, queue in pending.items():
             if queue:
                 pad_to = self.bs if self.bs in self.batch_sizes_run[shape] else -(-len(queue) // self.multiple) * self.multiple
-                for img in self._run(queue, pad_to):
-                    yield img.tag, img.canvas.result()
+                yield from start(queue, pad_to)
+        while running:
+            yield from ((img.tag, img.canvas.result()) for img in self._collect(*running.popleft()))

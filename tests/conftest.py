@@ -5,6 +5,9 @@ import pathlib
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The commands enable a persistent compilation cache under ~/.cache by default; the suite does not
+# write there (tests of the cache give their own folder: tests/test_compile_cache.py).
+os.environ["RESSHIFT_JAX_CACHE_DIR"] = "off"
 
 import pytest  # noqa: E402
 from absl import flags  # noqa: E402

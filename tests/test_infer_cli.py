@@ -67,7 +67,8 @@ def first_run(in_dir, tiny_ckpts, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     argv = ["-i", str(in_dir), "-o", str(out), "--config", "tiny", "--unet_ckpt", str(tiny_ckpts[0]),
             "--vae_ckpt", str(tiny_ckpts[1]), "--bs", "8", "--ext", "auto", "--no_progress", "--seed", "3",
-            "--chop_size", "32", "--chop_stride", "24"]  # 64x64 photos -> 9 tiles; every tile pads to 32x32
+            "--chop_size", "32", "--chop_stride", "24",  # 64x64 photos -> 9 tiles; every tile pads to 32x32
+            "--io_threads", "3"]  # streamed: 3 decode + 3 write threads, one batch in flight
     return out, argv, cli_infer.main(argv)
 
 
@@ -97,6 +98,20 @@ def test_cli_reports_bad_files_and_skips_existing(first_run, capsys):
     assert rc == 1
     assert "zero.png: empty file" in text and "corrupt.jpg: corrupt or truncated" in text
     assert text.count("skip ") == 6 and "Done: 0 image(s), failed: 2" in text
+
+
+def test_streaming_writes_the_bytes_of_the_serial_run(first_run, tmp_path, capsys):
+    """The first run streamed (3 decode + 3 write threads, one batch in flight); one thread doing
+    read, run and write in turn writes the same files, byte for byte, and fails the same files."""
+    out, argv, _ = first_run
+    serial = tmp_path / "serial"
+    i = argv.index("-o")
+    rc = cli_infer.main(argv[:i + 1] + [str(serial)] + argv[i + 2:] + ["--io_threads", "0"])
+    assert rc == 1 and "failed: 2" in capsys.readouterr().out
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(serial).as_posix() for p in serial.rglob("*") if p.is_file())
+    for f in files:
+        assert (out / f).read_bytes() == (serial / f).read_bytes(), f
 
 
 def test_cli_output_matches_an_untiled_pipeline_call(first_run, in_dir):
@@ -143,6 +158,20 @@ def test_cli_rejects_bad_flags(tmp_path):
         cli_infer.main(["-i", str(tmp_path), "--chop_size", "64", "--chop_stride", "80", "--config", "tiny"])
     with pytest.raises(SystemExit, match="does not exist"):
         cli_infer.main(["-i", str(tmp_path / "nope"), "--config", "tiny"])
+    with pytest.raises(SystemExit, match="multiples of the padding offset 64"):
+        cli_infer.main(["-i", str(tmp_path), "--shape_buckets", "100,256", "--config", "realsr_v3"])
+    with pytest.raises(SystemExit, match="sizes like"):
+        cli_infer.main(["-i", str(tmp_path), "--shape_buckets", "big", "--config", "realsr_v3"])
+    with pytest.raises(SystemExit, match="io_threads"):
+        cli_infer.main(["-i", str(tmp_path), "--io_threads", "-1", "--config", "tiny"])
+
+
+def test_shape_buckets_flag_and_config():
+    from resshift_jax.config import load_config
+    cfg = load_config("realsr_v3")
+    assert cli_infer.parse_buckets(None, cfg) == tuple(cfg.inference.shape_buckets)
+    assert cli_infer.parse_buckets("off", cfg) == ()
+    assert cli_infer.parse_buckets("512,128,256,128", cfg) == (128, 256, 512)
 
 
 def test_outputs_never_replace_inputs(tmp_path):

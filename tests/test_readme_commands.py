@@ -47,6 +47,9 @@ COVERED_BY = {
     "scripts/show_degradations.py": None,  # its device degradation step compiles for ~30 s: parse only
     "bench/bench_data.py": None,  # a benchmark (timed runs): parse only
     "bench/bench_official_torch.py": None,  # needs PyTorch and the official repository
+    "bench/bench_folder.py": None,  # a benchmark (timed runs) of cli_infer.run, which test_infer_cli runs: parse only
+    "bench/bench_first_image.py": None,  # two infer.py processes per model (minutes): test_compile_cache runs the pair
+    "bench/bench_buckets.py": None,  # a benchmark over RealSet65 (minutes): test_tiling covers the buckets; parse only
 }
 
 

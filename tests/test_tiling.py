@@ -121,6 +121,77 @@ def test_runner_batches_across_images_and_is_batch_invariant():
     assert any(c[0] > 1 and c[1:3] == (32, 32) for c in calls4)
 
 
+def test_runner_keeps_inflight_batches_dispatched_and_results_unchanged():
+    """Asynchronous dispatch: with `inflight` = k the runner starts batch n + k before it collects
+    batch n (never more than k + 1 outputs held), and the images are the same for every k."""
+    rng = np.random.default_rng(2)
+    lqs = [rng.uniform(-1, 1, (24, 24, 3)).astype(np.float32) for _ in range(7)]
+    items = [(i, x, jax.random.fold_in(jax.random.key(7), i)) for i, x in enumerate(lqs)]
+    results = {}
+    for k in (0, 1, 3):
+        log = []
+
+        def proc(lq, keys, log=log):
+            log.append("dispatch")
+            return offset_model(lq, keys)
+
+        runner = tiling.TiledRunner(proc, sf=SF, chop_size=32, chop_stride=24, padding_offset=16, bs=2,
+                                    blend="feather", inflight=k, on_batch=lambda n, log=log: log.append("collect"))
+        out = {}
+        for tag, img in runner.run(items):
+            out[tag] = img
+        assert runner.batches_run == 4 and log.count("collect") == 4
+        # k batches stay dispatched while the host collects; never more
+        assert max(log[: i + 1].count("dispatch") - log[: i + 1].count("collect") for i in range(len(log))) == k + 1
+        assert log[: k + 1] == ["dispatch"] * (k + 1)
+        results[k] = out
+    for k in (1, 3):
+        assert sorted(results[k]) == list(range(7))
+        for i in range(7):
+            np.testing.assert_array_equal(results[k][i], results[0][i])
+
+
+def test_shape_buckets_pad_tiles_to_few_shapes_and_crop_back():
+    """With buckets each tile side is reflect-padded on to the smallest bucket that holds it: the
+    mixed sizes below share two program shapes instead of four, and the outputs keep their sizes
+    and values (the stand-in model is pointwise, so more padding changes nothing inside)."""
+    rng = np.random.default_rng(3)
+    shapes = [(20, 30), (40, 50), (32, 32), (17, 9), (60, 64)]
+    lqs = [rng.uniform(-1, 1, s + (3,)).astype(np.float32) for s in shapes]
+    ref, calls_ref = run(lqs, 1, "feather", chop=64, stride=48, offset=16)
+    assert {c[1:3] for c in calls_ref} == {(32, 32), (48, 64), (32, 16), (64, 64)}
+    calls = []
+
+    def proc(lq, keys):
+        calls.append(lq.shape)
+        return offset_model(lq, keys)
+
+    runner = tiling.TiledRunner(proc, sf=SF, chop_size=64, chop_stride=48, padding_offset=16, bs=1,
+                                blend="feather", buckets=(32, 64))
+    items = [(i, x, jax.random.fold_in(jax.random.key(7), i)) for i, x in enumerate(lqs)]
+    got = dict(runner.run(items))
+    assert {c[1:3] for c in calls} == {(32, 32), (64, 64)}
+    for i, s in enumerate(shapes):
+        assert got[i].shape == (s[0] * SF, s[1] * SF, 3)
+        # offset_model is pointwise, so padding more changes nothing inside the image
+        np.testing.assert_array_equal(got[i], ref[i])
+    with pytest.raises(ValueError, match="multiples of the padding offset"):
+        tiling.TiledRunner(proc, sf=SF, chop_size=64, chop_stride=48, padding_offset=16, buckets=(40,))
+
+
+def test_bucket_size_and_reflect_pad_to_a_bucket():
+    assert pipeline.bucket_size(48, (32, 64, 128)) == 64
+    assert pipeline.bucket_size(64, (32, 64, 128)) == 64
+    assert pipeline.bucket_size(192, (32, 64, 128)) == 192  # above every bucket: unchanged
+    assert pipeline.bucket_size(48, ()) == 48
+    x = np.random.default_rng(0).uniform(-1, 1, (20, 30, 3)).astype(np.float32)
+    y = pipeline.reflect_pad(x, 16, (64,))
+    assert y.shape == (64, 64, 3)
+    np.testing.assert_array_equal(y[:20, :30], x)
+    np.testing.assert_array_equal(y[20:32, :30], pipeline.reflect_pad(x, 16)[20:32, :30])  # the same reflection
+    np.testing.assert_array_equal(np.asarray(pipeline.reflect_pad(jnp.asarray(x), 16, (64,))), y)
+
+
 def test_reflect_pad_numpy_tiles_match_the_jax_program():
     """Tiles are padded on the host (numpy branch), the batched program pads with jnp: one rule."""
     for h, w in [(20, 30), (5, 3), (1, 7), (32, 16), (40, 41)]:

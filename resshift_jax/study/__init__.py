@@ -8,9 +8,9 @@ and resuming; report.py: results.csv, results.md and the plots.
 
 from resshift_jax.study.report import (plot_loss_t, plot_metrics, read_loss_curves, run_row, write_results_csv,
                                        write_results_md)
-from resshift_jax.study.runner import Evaluator, ema_networks, enable_compile_cache, eval_mesh, run_study, train_run
+from resshift_jax.study.runner import Evaluator, ema_networks, eval_mesh, run_study, train_run
 from resshift_jax.study.specs import run_config, run_name, scheme_specs
 
-__all__ = ["Evaluator", "ema_networks", "enable_compile_cache", "eval_mesh", "plot_loss_t", "plot_metrics",
+__all__ = ["Evaluator", "ema_networks", "eval_mesh", "plot_loss_t", "plot_metrics",
            "read_loss_curves", "run_config", "run_name", "run_row", "run_study", "scheme_specs", "train_run",
            "write_results_csv", "write_results_md"]

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from resshift_jax import compile_cache
 from resshift_jax import evaluation as ev
 from resshift_jax import sharding as shd
 from resshift_jax import weights
@@ -42,31 +43,6 @@ from resshift_jax.train.trainer import Trainer
 from resshift_jax.train.validation import float32_graphdefs
 
 RESULT_METRICS = ev.ALL_METRICS
-
-
-# ----------------------------------------------------------------------------- compile cache
-_CACHE_EVENTS = {"/jax/compilation_cache/cache_hits": "hits", "/jax/compilation_cache/cache_misses": "misses"}
-_cache_counts = {"hits": 0, "misses": 0}
-_listener_on = False
-
-
-def enable_compile_cache(path) -> pathlib.Path:
-    """JAX's persistent compilation cache in `path`, for every compile (no size/time threshold), so
-    runs whose programs are identical (same scheme, other seed; every evaluation) load the compiled
-    executable instead of compiling again. Must run before the process's first compilation."""
-    global _listener_on
-    path = pathlib.Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-    if not _listener_on:
-        def on_event(name, **_):
-            if name in _CACHE_EVENTS:
-                _cache_counts[_CACHE_EVENTS[name]] += 1
-        jax.monitoring.register_event_listener(on_event)
-        _listener_on = True
-    return path
 
 
 # ----------------------------------------------------------------------------- training
@@ -155,7 +131,7 @@ def run_study(cfg, workdir, *, log=print) -> list[dict]:
     cfg = load_config(cfg)
     workdir = pathlib.Path(workdir).absolute()
     (workdir / "runs").mkdir(parents=True, exist_ok=True)
-    cache = enable_compile_cache(cfg.study.compile_cache_dir or workdir / "jax_cache")
+    cache = compile_cache.enable(cfg.study.compile_cache_dir or workdir / "jax_cache")
     logf = open(workdir / "study.log", "a")
 
     def say(msg):
@@ -168,7 +144,7 @@ def run_study(cfg, workdir, *, log=print) -> list[dict]:
     seeds = [int(k) for k in cfg.study.seeds]
     metrics = list(cfg.study.metrics)
     timings = {"runs": {}, "compile_cache_dir": str(cache)}
-    counts0 = dict(_cache_counts)
+    counts0 = compile_cache.counts()
     t_study = time.perf_counter()
     evaluator, rows = None, []
     try:
@@ -204,7 +180,7 @@ def run_study(cfg, workdir, *, log=print) -> list[dict]:
         report.plot_loss_t(workdir / "loss_t.png", workdir, specs, seeds)
         report.plot_metrics(workdir / "metrics.png", rows, specs, metrics)
         timings["total_s"] = time.perf_counter() - t_study
-        timings["compile_cache"] = {k: _cache_counts[k] - counts0[k] for k in _cache_counts}
+        timings["compile_cache"] = {k: v - counts0[k] for k, v in compile_cache.counts().items()}
         (workdir / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
         say(f"wrote results.csv, results.md, loss_t.png, metrics.png ({timings['total_s']:.1f} s; "
             f"compile cache hits/misses {timings['compile_cache']['hits']}/{timings['compile_cache']['misses']})")

@@ -6,7 +6,8 @@ Config keys are the official ones (`--config.train.lr=1e-4`, `--config.sharding.
 the config is locked after the overrides, and an override of an undeclared key is refused with a
 message (`config.check_overrides`). Resumes automatically from DIR/checkpoints. Multi-host:
 --coordinator_address, --num_processes, --process_id (or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
-JAX_PROCESS_ID).
+JAX_PROCESS_ID). Compiled programs are kept in the persistent compilation cache
+(`resshift_jax.compile_cache`: --cache_dir, --nocompile_cache), so a resumed run does not compile again.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ def define_flags(flag_values: flags.FlagValues, argv) -> flags.FlagValues:
                          flag_values=flag_values)
     flags.DEFINE_bool("progress", True, "show a progress bar", flag_values=flag_values)
     flags.DEFINE_bool("validate", True, "run validation every train.val_freq steps", flag_values=flag_values)
+    flags.DEFINE_string("cache_dir", None, "persistent XLA compilation cache folder (default: "
+                        "$RESSHIFT_JAX_CACHE_DIR or ~/.cache/resshift_jax/xla)", flag_values=flag_values)
+    flags.DEFINE_bool("compile_cache", True, "use the persistent compilation cache (--nocompile_cache: off)",
+                      flag_values=flag_values)
     flags.mark_flags_as_required(["config", "workdir"], flag_values=flag_values)
     return flag_values
 
@@ -56,6 +61,8 @@ def run(fv: flags.FlagValues) -> dict:
     # touch a JAX backend, and `--help` stays fast.
     from resshift_jax import sharding
     sharding.initialize_distributed(fv.coordinator_address, fv.num_processes, fv.process_id)
+    from resshift_jax import compile_cache
+    compile_cache.configure(fv.cache_dir, enabled=fv.compile_cache)
     from resshift_jax.train.loop import train
     rec = train(fv.config, fv.workdir, progress=fv.progress, stop_at=fv.stop_at, validate=fv.validate)
     logging.info("done: %s", rec)

@@ -56,6 +56,42 @@ def memory_report(compiled) -> dict:
             "peak_per_chip_gib": (arg + out + tmp - alias + code) / GiB}
 
 
+# Per-chip peak dense bf16 FLOP/s and HBM bandwidth (bytes/s), from the vendors' spec sheets, for
+# the roofline estimate of the inference program (`roofline`); keyed by jax's device_kind.
+CHIP_PEAKS = {"TPU v5 lite": (197e12, 819e9), "TPU v5": (459e12, 2765e9), "TPU v4": (275e12, 1228e9),
+              "TPU v6 lite": (918e12, 1640e9)}
+
+
+def cost_report(lowered, compiled) -> dict:
+    """XLA's cost analysis of a program: the FLOPs the model's operations ask for (`lowered`: the
+    unoptimised HLO of the whole batch, lowered for the local backend, since a compile-only TPU
+    topology has no backend to analyse with), the FLOPs and bytes of the compiled executable (one
+    device's share), and their ratio (> 1: compute added by padding, masks or recomputation)."""
+    def first(ca):
+        ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+        return ca or {}
+    lo, co = first(lowered.cost_analysis()), first(compiled.cost_analysis())
+    out = {"model_gflop": float(lo.get("flops", 0.0)) / 1e9, "compiled_gflop": float(co.get("flops", 0.0)) / 1e9,
+           "compiled_gbytes_accessed": float(co.get("bytes accessed", 0.0)) / 1e9}
+    if out["model_gflop"]:
+        out["compiled_over_model"] = out["compiled_gflop"] / out["model_gflop"]
+    return out
+
+
+def roofline(cost: dict, device_kind: str, images_per_chip: int) -> dict:
+    """Time per image on one chip if the program ran at the chip's peak FLOP/s or HBM bandwidth,
+    whichever binds: max(FLOPs / peak, bytes / bandwidth) / images. An estimate, not a measurement
+    (XLA's byte count ignores what stays in on-chip memory; real programs rarely reach either peak)."""
+    if device_kind not in CHIP_PEAKS:
+        return {}
+    flops, bw = CHIP_PEAKS[device_kind]
+    t_c = cost["compiled_gflop"] * 1e9 / flops
+    t_m = cost["compiled_gbytes_accessed"] * 1e9 / bw
+    return {"peak_tflops": flops / 1e12, "hbm_gbps": bw / 1e9, "compute_bound_ms": t_c * 1e3,
+            "memory_bound_ms": t_m * 1e3, "bound": "compute" if t_c >= t_m else "memory",
+            "roofline_ms_per_image": max(t_c, t_m) * 1e3 / images_per_chip}
+
+
 def inference_program(cfg, nets):
     """`pipeline.super_resolve` on the EMA-shaped UNet parameters and the frozen state:
     run(params, frozen, lq (B, h, w, 3), keys (B,)) -> (B, sf·h, sf·w, 3), the program SRPipeline
@@ -70,7 +106,8 @@ def inference_program(cfg, nets):
 
 
 def check(config, *, topology: str | None = None, batch: int | None = None, mesh_shape=None,
-          infer_batch: int | None = None, lq_size: int | None = None, accum_steps: int | None = None) -> dict:
+          infer_batch: int | None = None, lq_size: int | None = None, accum_steps: int | None = None,
+          infer_only: bool = False) -> dict:
     cfg = load_config(config)
     cfg.unlock() if hasattr(cfg, "unlock") else None
     if batch:
@@ -93,11 +130,12 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
               "micro_batch_per_device": gb // trainer.accum_steps // shd.batch_size_divisor(mesh),
               "compute_dtype": jnp.dtype(compute_dtype(cfg)).name,
               "unet_params_m": tree_bytes(nets.unet_params) / 4 / 1e6}
-    t0 = time.perf_counter()
-    lowered = trainer.lower(batch_abs)
-    compiled = lowered.compile()
-    report["train_compile_s"] = time.perf_counter() - t0
-    report["train"] = memory_report(compiled)
+    if not infer_only:
+        t0 = time.perf_counter()
+        lowered = trainer.lower(batch_abs)
+        compiled = lowered.compile()
+        report["train_compile_s"] = time.perf_counter() - t0
+        report["train"] = memory_report(compiled)
 
     ib = int(infer_batch or max(cfg.train.batch[1], shd.batch_size_divisor(mesh)))
     ib = -(-ib // shd.batch_size_divisor(mesh)) * shd.batch_size_divisor(mesh)
@@ -111,11 +149,24 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     abs_frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), nets.frozen)
     keys_abs = jax.ShapeDtypeStruct((ib,), jax.random.key(0).dtype, sharding=keys_sh)
     t0 = time.perf_counter()
-    compiled_i = fn.lower(abs_params, abs_frozen,
-                          jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), keys_abs).compile()
+    lowered_i = fn.lower(abs_params, abs_frozen,
+                         jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), keys_abs)
+    compiled_i = lowered_i.compile()
     report["infer_compile_s"] = time.perf_counter() - t0
     report["infer_batch"], report["infer_lq"] = ib, lq
+    report["infer_batch_per_chip"] = per_chip = ib // shd.batch_size_divisor(mesh)
     report["infer"] = memory_report(compiled_i)
+    plain = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731 - no sharding: local backend
+    model_lowered = jax.jit(inference_program(cfg, nets)).lower(
+        jax.tree.map(plain, abs_params), jax.tree.map(plain, abs_frozen),
+        jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32), jax.ShapeDtypeStruct((ib,), keys_abs.dtype))
+    report["infer_cost"] = cost = cost_report(model_lowered, compiled_i)
+    # the lowered program is the whole mesh's; the compiled one is one device's share
+    cost["model_gflop_per_image"] = cost["model_gflop"] / ib
+    cost["compiled_gflop_per_image"] = cost["compiled_gflop"] / per_chip
+    if "compiled_over_model" in cost:
+        cost["compiled_over_model"] = cost["compiled_gflop_per_image"] / cost["model_gflop_per_image"]
+    report["infer_roofline"] = roofline(cost, report["device_kind"], per_chip)
     return report
 
 
@@ -129,10 +180,11 @@ def main(argv=None):
     p.add_argument("--accum_steps", type=int, default=None)
     p.add_argument("--infer_batch", type=int, default=None)
     p.add_argument("--lq_size", type=int, default=None)
+    p.add_argument("--infer_only", action="store_true", help="compile only the inference program (minutes, not an hour)")
     a = p.parse_args(argv)
     mesh = tuple(int(x) for x in a.mesh.split(",")) if a.mesh else None
     rep = check(a.config, topology=a.topology, batch=a.batch, mesh_shape=mesh, infer_batch=a.infer_batch,
-                lq_size=a.lq_size, accum_steps=a.accum_steps)
+                lq_size=a.lq_size, accum_steps=a.accum_steps, infer_only=a.infer_only)
     print(json.dumps(rep, indent=1))
 
 
