@@ -231,8 +231,10 @@ def inference_config() -> ml_collections.ConfigDict:
         x0_after=0,
         # LR tile sizes each tile side is reflect-padded up to (the smallest that holds it), so a
         # folder of mixed sizes compiles a few programs; () pads as the reference (to multiples
-        # of padding_offset), one program per padded size
-        shape_buckets=(),
+        # of padding_offset), one program per padded size. On RealSet65 with v3's tiling: 5
+        # programs instead of 19 for 22% more pixels, and the outputs move less than a change of
+        # seed does (PSNR 41.2 dB bucketed vs reference, 39.1 dB seed vs seed; bench_buckets.py)
+        shape_buckets=(128, 256, 512),
     ))
 
 
@@ -293,6 +295,7 @@ def compact_config(base: str, *, gt_size: int, kappa: float, min_noise_level: fl
     cfg.inference.padding_offset = lr_crop  # = model.lq_size
     cfg.inference.chop_size = 128  # LR tiles: a 128x128 LR image is one tile
     cfg.inference.chop_stride = 112
+    cfg.inference.shape_buckets = (64, 128)  # tiles <= 128: at most 4 programs (16 without)
     t = cfg.train
     t.lr = 5e-4
     t.lr_min = 5e-5
