@@ -4,7 +4,7 @@ and how long that takes, with the reference's padding (each tile to a multiple o
 offset) and with `--shape_buckets`, and how much the buckets change the output. One JSON line.
 
     python bench/bench_buckets.py --in ../shared/data/RealSet65 --model compact \
-        --chop_size 512 --chop_stride 448 --buckets 128,256,512 --measure compile,psnr
+        --chop_size 512 --chop_stride 448 --buckets 64,128,256,512 --measure compile,psnr
 
 `compile`: the tile shapes each mode gives (planned from the image sizes, as `TiledRunner`
 cuts them), the compute they cost (padded LR pixels), and the time to compile each program
@@ -40,7 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--model", default="compact", choices=["compact", "tiny", "v1", "v3"])
     p.add_argument("--chop_size", type=int, default=512)
     p.add_argument("--chop_stride", type=int, default=448)
-    p.add_argument("--buckets", default="128,256,512")
+    p.add_argument("--buckets", default="64,128,256,512")
     p.add_argument("--seeds", default="12345,1", help="the run seed, and the second seed of the spread")
     p.add_argument("--bs", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="psnr: only the first N images (sorted names); 0 = all")

@@ -233,8 +233,9 @@ def inference_config() -> ml_collections.ConfigDict:
         # folder of mixed sizes compiles a few programs; () pads as the reference (to multiples
         # of padding_offset), one program per padded size. On RealSet65 with v3's tiling: 5
         # programs instead of 19 for 22% more pixels, and the outputs move less than a change of
-        # seed does (PSNR 41.2 dB bucketed vs reference, 39.1 dB seed vs seed; bench_buckets.py)
-        shape_buckets=(128, 256, 512),
+        # seed does (PSNR 41.2 dB bucketed vs reference, 39.1 dB seed vs seed; bench_buckets.py).
+        # 64 is a bucket so that the common 64x64 LR input is not padded to 4x its pixels
+        shape_buckets=(64, 128, 256, 512),
     ))
 
 
