@@ -365,6 +365,7 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
         print(f"note: --bs {args.bs} rounded up to {runner.bs}, a multiple of the {pipe.mesh.size} devices")
     metas = {}
     inputs = {f.resolve() for f, _ in todo}
+    queue = 2 * runner.bs + 2  # images waiting on the host, each side of the device
 
     def decode(job):
         f, out = job
@@ -375,7 +376,7 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
         return f, out, rgb * 2.0 - 1.0, meta, None
 
     def items():
-        for f, out, lq, meta, err in streaming.prefetch_map(decode, todo, workers=threads, ahead=2 * runner.bs + 2):
+        for f, out, lq, meta, err in streaming.prefetch_map(decode, todo, workers=threads, ahead=queue):
             if err is not None:
                 failed.append(str(f))
                 bar.write(f"FAILED {err}")
@@ -386,22 +387,19 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
 
     def report(finished):
         nonlocal done
-        for tag, err in finished:
+        for (tag, out), err in finished:
             if err is None:
                 done += 1
             else:
                 failed.append(tag)
-                bar.write(f"FAILED {tag}: cannot write {metas_out.pop(tag, '?')} ({type(err).__name__}: {err})")
-            metas_out.pop(tag, None)
+                bar.write(f"FAILED {tag}: cannot write {out} ({type(err).__name__}: {err})")
             bar.update(1)
 
-    metas_out = {}
     t0 = time.perf_counter()
-    with streaming.WriteBehind(workers=threads, max_pending=2 * runner.bs + 2) as writer:
+    with streaming.WriteBehind(workers=threads, max_pending=queue) as writer:
         for tag, sr in runner.run(items()):
             meta, out = metas.pop(tag)
-            metas_out[tag] = out
-            report(writer.submit(tag, write_result, sr, meta, out, args.ext, inputs))
+            report(writer.submit((tag, out), write_result, sr, meta, out, args.ext, inputs))
         report(writer.drain())
     bar.close()
     secs = time.perf_counter() - t0
