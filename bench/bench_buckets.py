@@ -49,15 +49,11 @@ def parse_args(argv=None):
 
 
 def tile_shapes(sizes, chop, stride, offset, buckets) -> collections.Counter:
-    """Padded LR tile shapes (h, w) -> count, as TiledRunner cuts and pads them."""
+    """Padded LR tile shapes (h, w) -> count, as infer.py's TiledRunner cuts and pads them."""
     from resshift_jax import tiling
-    from resshift_jax.pipeline import bucket_size, padded_size
 
-    shapes = collections.Counter()
-    for h, w in sizes:
-        for h0, h1, w0, w1 in tiling.tile_boxes(h, w, chop, stride):
-            shapes[tuple(bucket_size(padded_size(n, offset), buckets) for n in (h1 - h0, w1 - w0))] += 1
-    return shapes
+    runner = tiling.TiledRunner(None, sf=4, chop_size=chop, chop_stride=stride, padding_offset=offset, buckets=buckets)
+    return collections.Counter(s for h, w in sizes for s in runner.program_shapes(h, w))
 
 
 def compile_times(model: str, shapes, bs: int) -> list[float]:

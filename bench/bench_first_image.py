@@ -8,8 +8,12 @@ cache a previous run filled), each a fresh process, as a user sees it. One JSON 
 `infer.py --config realsr_v3` with random weights of the full size written to safetensors (the
 time does not depend on the values) on 64x64 inputs. Each run super-resolves --n generated
 images into a new folder. Fields: first_image_s (process start to the first output file on
-disk: imports, weights, compile or cache load, one batch, the write), total_s, programs_compiled
-and programs_loaded (the `compile cache:` line infer.py prints).
+disk: imports, weights, compile or cache load, one batch, the write), ready_s (to infer.py's
+plan line: imports and weights done, nothing compiled yet), per_image_s (between the first and
+the second output: one image's compute and write with the program in hand), start_compute_s
+(first_image_s - per_image_s: when the first image's computation began, i.e. the wait a user
+has before the device works), total_s, programs_compiled and programs_loaded (the
+`compile cache:` line infer.py prints).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,21 +57,41 @@ def random_weights(folder: Path, config: str) -> tuple[Path, Path]:
 
 
 def timed_run(cmd: list[str], out_dir: Path, env: dict) -> dict:
+    """Run `cmd` (infer.py), noting when it prints its plan line (imports and weights done) and
+    when each output file appears."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
-    first = None
+    lines, ready = [], []
+
+    def read():  # stdout, timestamped (a thread: the loop below polls the folder meanwhile)
+        for line in proc.stdout:
+            lines.append(line)
+            if not ready and re.match(r"^\d+ image\(s\); config ", line):
+                ready.append(time.perf_counter() - t0)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    seen: dict[str, float] = {}
     while proc.poll() is None:
-        if first is None and any(out_dir.glob("*.png")):
-            first = time.perf_counter() - t0
-        time.sleep(0.02)
+        for f in out_dir.glob("*.png"):
+            seen.setdefault(f.name, time.perf_counter() - t0)
+        time.sleep(0.01)
     total = time.perf_counter() - t0
-    text = proc.stdout.read()
-    if first is None and any(out_dir.glob("*.png")):
-        first = total
+    reader.join()
+    for f in out_dir.glob("*.png"):
+        seen.setdefault(f.name, total)
+    text = "".join(lines)
+    times = sorted(seen.values())
     m = re.search(r"^compile cache: .+ \((\d+) programs loaded, (\d+) compiled\)$", text, re.M)
-    return dict(rc=proc.returncode, first_image_s=round(first, 2) if first else None, total_s=round(total, 2),
-                programs_loaded=int(m[1]) if m else None, programs_compiled=int(m[2]) if m else None,
-                **({} if proc.returncode == 0 else {"output": text[-2000:]}))
+    rec = dict(rc=proc.returncode, ready_s=round(ready[0], 2) if ready else None,
+               first_image_s=round(times[0], 2) if times else None, total_s=round(total, 2))
+    if len(times) >= 2:  # the same shape again: one image's compute and write, no program to load
+        per_image = times[1] - times[0]
+        rec.update(per_image_s=round(per_image, 2), start_compute_s=round(times[0] - per_image, 2))
+    rec.update(programs_loaded=int(m[1]) if m else None, programs_compiled=int(m[2]) if m else None)
+    if proc.returncode:
+        rec["output"] = text[-2000:]
+    return rec
 
 
 def main(argv=None):

@@ -13,8 +13,12 @@ config: the time does not depend on the values). Inputs: N synthetic 8-bit RGB P
 Fields: compile_s (first call of the program, apart), program_s (median of --iters calls of the
 compiled program on one batch, blocked until done), batches, program_sum_s (batches x
 program_s), wall_s (the whole `cli_infer.run`: decode, compute, blend, write), images_per_s,
-device_busy (program_sum_s / wall_s), overhead (wall_s / program_sum_s - 1), and the host's
-decode and write seconds per image measured apart (one thread).
+device_busy (program_sum_s / wall_s), overhead (wall_s / program_sum_s - 1), the host's decode
+and write CPU milliseconds per image measured apart (one thread, on the model's real outputs),
+program_cores (CPU time / wall time of the program alone), run_cpu_s (the process's CPU time
+during the run), floor_s (on a CPU backend, where program and host share the cores: the larger
+of program_sum_s and run_cpu_s / cores, the least wall time any overlap could reach; elsewhere
+program_sum_s) and overhead_over_floor (wall_s / floor_s - 1).
 Modes (--modes): `stream` (the default --io_threads), `serial` (--io_threads 0: read, run and
 write in turn, the previous behaviour).
 """
@@ -44,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--iters", type=int, default=5, help="program-only timing calls (median)")
     p.add_argument("--modes", default="stream,serial")
+    p.add_argument("--png_level", type=int, default=6, help="infer.py --png_level (6: its default)")
     p.add_argument("--io_threads", type=int, default=None, help="for the stream mode (default: infer.py's)")
     p.add_argument("--workdir", default=None, help="where images are generated (default: a temp folder)")
     return p.parse_args(argv)
@@ -93,8 +98,10 @@ def build_pipeline(model: str, dtype: str):
     return SRPipeline(*build_models(cfg, jdt), cfg)
 
 
-def time_program(pipe, bs: int, lr: int, iters: int) -> tuple[float, float]:
-    """(compile_s, program_s): the first call, and the median of `iters` blocked calls."""
+def time_program(pipe, bs: int, lr: int, iters: int) -> tuple[float, float, float]:
+    """(compile_s, program_s, program_cores): the first call, the median of `iters` blocked calls,
+    and the CPU time of those calls over their wall time (how many cores the program keeps busy:
+    on a CPU backend what is left over is all the host threads get for free)."""
     import jax
     import numpy as np
 
@@ -104,29 +111,36 @@ def time_program(pipe, bs: int, lr: int, iters: int) -> tuple[float, float]:
     jax.block_until_ready(pipe(lq, key=keys))
     first = time.perf_counter() - t
     runs = []
+    cpu = time.process_time()
     for _ in range(iters):
         t = time.perf_counter()
         jax.block_until_ready(pipe(lq, key=keys))
         runs.append(time.perf_counter() - t)
+    cores = (time.process_time() - cpu) / sum(runs)
     steady = statistics.median(runs)
-    return first - steady, steady
+    return first - steady, steady, cores
 
 
-def host_costs(in_dir: Path, out_dir: Path, sf: int, k: int = 8) -> tuple[float, float]:
-    """Seconds per image to decode an input and to write an output (one thread)."""
+def host_costs(pipe, bs: int, in_dir: Path, out_dir: Path, png_level: int, k: int = 4) -> tuple[float, float]:
+    """CPU seconds per image (this thread's) to decode an input and to write the model's output
+    for it. The output is the real one (PNG coding costs what the content costs: a blocky or
+    smooth stand-in compresses several times faster)."""
+    import jax
     import numpy as np
 
     from resshift_jax import cli_infer, imageio
 
     files = sorted(in_dir.glob("*.png"))[:k]
-    t = time.perf_counter()
+    t = time.thread_time()
     decoded = [imageio.read_image(f) for f in files]
-    dec = (time.perf_counter() - t) / len(files)
-    t = time.perf_counter()
-    for (rgb, meta), f in zip(decoded, files):
-        sr = np.repeat(np.repeat(rgb * 2 - 1, sf, 0), sf, 1) + np.random.default_rng(0).normal(0, 0.02, (1,))
-        cli_infer.write_result(sr.astype(np.float32), meta, out_dir / f.name, "png", set())
-    return dec, (time.perf_counter() - t) / len(files)
+    dec = (time.thread_time() - t) / len(files)
+    batch = np.stack([rgb * 2 - 1 for rgb, _ in decoded] * bs)[:bs]  # the timed program's shape
+    outs = np.asarray(pipe(batch.astype(np.float32), key=jax.random.split(jax.random.key(0), bs)), np.float32)
+    written = list(zip(outs, decoded, files))
+    t = time.thread_time()
+    for sr, (_, meta), f in written:
+        cli_infer.write_result(sr, meta, out_dir / f.name, "png", set(), png_level=png_level)
+    return dec, (time.thread_time() - t) / len(written)
 
 
 def main(argv=None):
@@ -137,14 +151,15 @@ def main(argv=None):
 
     compile_cache.disable()  # compile time is measured, not loaded
     pipe = build_pipeline(args.model, args.dtype)
-    compile_s, program_s = time_program(pipe, args.bs, args.lr, args.iters)
+    compile_s, program_s, program_cores = time_program(pipe, args.bs, args.lr, args.iters)
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         in_dir = Path(tmp) / "in"
         make_inputs(in_dir, args.n, args.lr)
-        decode_s, write_s = host_costs(in_dir, Path(tmp) / "host", pipe.sf)
+        decode_s, write_s = host_costs(pipe, args.bs, in_dir, Path(tmp) / "host", args.png_level)
         for mode in args.modes.split(","):
             threads = 0 if mode == "serial" else args.io_threads
             argv = ["-i", str(in_dir), "-o", str(Path(tmp) / f"out_{mode}"), "--bs", str(args.bs), "--no_progress",
+                    "--png_level", str(args.png_level),
                     "--chop_size", str(max(args.lr, int(pipe.config.inference.chop_size)))]
             if threads is not None:
                 argv += ["--io_threads", str(threads)]
@@ -152,8 +167,14 @@ def main(argv=None):
             settings = cli_infer.resolve_settings(a, pipe.config)
             todo, _ = cli_infer.plan_outputs(sorted(in_dir.glob("*.png")), in_dir, a)
             stats = {}
+            cpu = time.process_time()
             rc = cli_infer.run(pipe, todo, in_dir, a, settings, stats=stats)
+            cpu = time.process_time() - cpu
             program_sum = stats["batches"] * program_s
+            on_cpu = jax.devices()[0].platform == "cpu"
+            # On a CPU backend the program and the host share the cores: the run cannot take less
+            # than its CPU time spread over all of them, however well it overlaps.
+            floor = max(program_sum, cpu / (os.cpu_count() or 1)) if on_cpu else program_sum
             print(json.dumps(dict(
                 bench="folder", model=args.model, mode=mode, io_threads=cli_infer.io_threads(a.io_threads),
                 n=args.n, lr=args.lr, hr=args.lr * pipe.sf, bs=args.bs, dtype=args.dtype,
@@ -162,8 +183,10 @@ def main(argv=None):
                 program_sum_s=round(program_sum, 3), wall_s=round(stats["wall_s"], 3),
                 images_per_s=round(stats["images"] / stats["wall_s"], 3),
                 device_busy=round(program_sum / stats["wall_s"], 4),
-                overhead=round(stats["wall_s"] / program_sum - 1, 4),
+                overhead=round(stats["wall_s"] / program_sum - 1, 4), png_level=args.png_level,
                 decode_ms_per_image=round(decode_s * 1e3, 2), write_ms_per_image=round(write_s * 1e3, 2),
+                program_cores=round(program_cores, 2), run_cpu_s=round(cpu, 2), floor_s=round(floor, 3),
+                overhead_over_floor=round(stats["wall_s"] / floor - 1, 4),
                 device=jax.devices()[0].device_kind, n_devices=jax.device_count(), cpus=os.cpu_count(),
                 load_avg_1m=round(os.getloadavg()[0], 2), jax=jax.__version__)), flush=True)
     return 0

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--io_threads", type=int, default=None,
                    help="host threads that decode ahead and (as many) that write behind while the device "
                         "computes (default: half the CPU cores, 1 to 8); 0 = read, run and write in turn")
+    p.add_argument("--png_level", type=int, default=imageio.PNG_LEVEL, choices=range(10), metavar="0-9",
+                   help=f"zlib level of PNG outputs (default {imageio.PNG_LEVEL}); the pixels do not depend on it, "
+                        "and 1 writes about 5x faster for files about 15%% larger (for CPU-bound hosts)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
@@ -328,7 +331,8 @@ def io_threads(flag: int | None) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def write_result(sr: np.ndarray, meta, out: pathlib.Path, ext_flag: str, inputs: set) -> pathlib.Path:
+def write_result(sr: np.ndarray, meta, out: pathlib.Path, ext_flag: str, inputs: set,
+                 png_level: int = imageio.PNG_LEVEL) -> pathlib.Path:
     """Write one super-resolved image (float (H, W, 3) in [-1, 1]) as its input was (channels,
     bit depth, alpha, format with --ext auto); returns the path written."""
     img = np.clip(sr * 0.5 + 0.5, 0.0, 1.0)
@@ -338,7 +342,7 @@ def write_result(sr: np.ndarray, meta, out: pathlib.Path, ext_flag: str, inputs:
         out = out.with_suffix(ext)
         if out.resolve() in inputs:
             out = out.with_name(f"{out.stem}_sr{ext}")
-    return imageio.write_image(out, img, meta, alpha=alpha)
+    return imageio.write_image(out, img, meta, alpha=alpha, png_level=png_level)
 
 
 def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
@@ -399,7 +403,8 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
     with streaming.WriteBehind(workers=threads, max_pending=queue) as writer:
         for tag, sr in runner.run(items()):
             meta, out = metas.pop(tag)
-            report(writer.submit((tag, out), write_result, sr, meta, out, args.ext, inputs))
+            report(writer.submit((tag, out), write_result, sr, meta, out, args.ext, inputs,
+                                 args.png_level))
         report(writer.drain())
     bar.close()
     secs = time.perf_counter() - t0

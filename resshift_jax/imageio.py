@@ -219,12 +219,20 @@ def to_uint(x: np.ndarray, bit_depth: int) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float64) * peak), 0, peak).astype(dtype)
 
 
-def write_image(path, rgb: np.ndarray, meta: ImageMeta, alpha: np.ndarray | None = None) -> pathlib.Path:
+PNG_LEVEL = 6  # zlib level of PNG output (Pillow's and pypng's default)
+
+
+def write_image(path, rgb: np.ndarray, meta: ImageMeta, alpha: np.ndarray | None = None,
+                png_level: int = PNG_LEVEL) -> pathlib.Path:
     """Write float RGB (H, W, 3) in [0, 1] like the source was: channels, bit depth, alpha.
 
     `alpha` (H, W) in [0, 1] is attached when given. The format follows the extension of
     `path`; written through a temporary name and renamed, so a crash leaves no half file.
+    `png_level` (zlib, 0-9) sets only how hard PNG output is compressed, never the pixels: 1
+    encodes a 512x512 output about 5x faster than 6 for files about 15% larger.
     """
+    if not 0 <= int(png_level) <= 9:
+        raise ValueError(f"png_level must be 0 to 9, got {png_level}")
     path = pathlib.Path(path)
     if pathlib.Path(meta.path).resolve() == path.resolve():
         raise ValueError(f"refusing to overwrite the input image {meta.path}")
@@ -242,12 +250,14 @@ def write_image(path, rgb: np.ndarray, meta: ImageMeta, alpha: np.ndarray | None
         if depth == 16 and fmt == "PNG":
             import png  # lazy: only needed for 16-bit output
             h, w, c = q.shape
-            writer = png.Writer(w, h, greyscale=c in (1, 2), alpha=c in (2, 4), bitdepth=16, compression=6)
+            writer = png.Writer(w, h, greyscale=c in (1, 2), alpha=c in (2, 4), bitdepth=16, compression=int(png_level))
             with open(tmp, "wb") as f:
                 writer.write(f, q.reshape(h, w * c))
         else:
             im = _pil_image(q, depth, path)
             kwargs = dict(quality=95) if fmt in ("JPEG", "WEBP") else {}
+            if fmt == "PNG":
+                kwargs["compress_level"] = int(png_level)
             if meta.icc_profile and fmt in ("PNG", "JPEG", "WEBP", "TIFF"):
                 kwargs["icc_profile"] = meta.icc_profile
             im.save(tmp, format=fmt, **kwargs)

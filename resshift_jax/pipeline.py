@@ -39,6 +39,11 @@ def bucket_size(size: int, buckets=()) -> int:
     return min((b for b in buckets if b >= size), default=size)
 
 
+def program_side(size: int, offset: int, buckets=()) -> int:
+    """The side a tile of `size` is padded to before the program sees it (`reflect_pad`)."""
+    return bucket_size(padded_size(size, offset), buckets)
+
+
 def reflect_pad(x, offset: int, buckets=()):
     """F.pad(mode='reflect') on the bottom/right up to multiples of `offset`, on (..., h, w, c);
     with `buckets` (sizes, multiples of `offset`) each side is padded further to its bucket
@@ -51,8 +56,8 @@ def reflect_pad(x, offset: int, buckets=()):
     one pixel has nothing to reflect and is repeated (edge mode).
     """
     h, w = x.shape[-3], x.shape[-2]
-    ph = bucket_size(padded_size(h, offset), buckets) - h
-    pw = bucket_size(padded_size(w, offset), buckets) - w
+    ph = program_side(h, offset, buckets) - h
+    pw = program_side(w, offset, buckets) - w
     if ph == 0 and pw == 0:
         return x
     pad = np.pad if isinstance(x, np.ndarray) else jnp.pad

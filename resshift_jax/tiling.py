@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 import jax
 import numpy as np
 
-from resshift_jax.pipeline import reflect_pad
+from resshift_jax.pipeline import program_side, reflect_pad
 
 BLENDS = ("official", "feather")
 
@@ -194,6 +194,11 @@ class TiledRunner:
 
     def count_tiles(self, h: int, w: int) -> int:
         return len(tile_boxes(h, w, self.chop_size, self.chop_stride))
+
+    def program_shapes(self, h: int, w: int) -> list[tuple[int, int]]:
+        """The padded LR shape (hp, wp) of each tile of an h x w image: the programs it needs."""
+        return [(program_side(h1 - h0, self.offset, self.buckets), program_side(w1 - w0, self.offset, self.buckets))
+                for h0, h1, w0, w1 in tile_boxes(h, w, self.chop_size, self.chop_stride)]
 
     def _tiles_of(self, tag, lq: np.ndarray, image_key) -> tuple[_Image, list[_Tile]]:
         h, w = lq.shape[:2]

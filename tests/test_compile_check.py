@@ -83,6 +83,7 @@ def test_compiled_inference_program_does_the_models_flops_on_cpu():
     args = (jax.tree.map(plain, nets.unet_params), jax.tree.map(plain, nets.frozen),
             jax.ShapeDtypeStruct((4, 16, 16, 3), np.float32), jax.ShapeDtypeStruct((4,), jax.random.key(0).dtype))
     lowered = jax.jit(compile_check.inference_program(cfg, nets)).lower(*args)
-    cost = compile_check.cost_report(lowered, lowered.compile())
+    cost = compile_check.cost_report(lowered, lowered.compile(), 4, 4)
     assert cost["model_gflop"] > 1.0  # 4 images of 64x64 through 4 steps of the micro UNet + VQ
+    assert cost["model_gflop_per_image"] == cost["model_gflop"] / 4
     assert 0.98 <= cost["compiled_over_model"] <= 1.02, cost

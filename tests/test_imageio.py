@@ -44,6 +44,32 @@ def test_rgb16_png_keeps_16_bits(tmp_path):
     np.testing.assert_array_equal(iio.to_uint(y, 16), a)
 
 
+def test_png_level_changes_size_not_pixels(tmp_path):
+    """The default level writes exactly the bytes Pillow writes by default (zlib's default is
+    level 6), so outputs did not change when the flag came; other levels keep every pixel."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    a = np.stack([xx * 4, yy * 4, (xx * yy) % 256], -1).astype(np.uint8)  # compressible, not trivially
+    a[::7] = _rng_image(10, 64, 3)[: a[::7].shape[0]]
+    Image.fromarray(a).save(tmp_path / "a.png")
+    x, meta = iio.read_image(tmp_path / "a.png")
+    Image.fromarray(a).save(tmp_path / "pil_default.png")
+    default = iio.write_image(tmp_path / "d.png", x, meta).read_bytes()
+    assert default == (tmp_path / "pil_default.png").read_bytes()
+    sizes = {}
+    for level in (0, 1, 9):
+        out = iio.write_image(tmp_path / f"l{level}.png", x, meta, png_level=level)
+        np.testing.assert_array_equal(np.asarray(Image.open(out)), a)
+        sizes[level] = out.stat().st_size
+    assert sizes[0] > sizes[1] >= sizes[9] and sizes[0] > len(default)  # level 0 stores, no deflate
+    a16 = _rng_image(4, 6, 3, np.uint16)
+    _write_png16(tmp_path / "a16.png", a16)
+    x16, meta16 = iio.read_image(tmp_path / "a16.png")
+    y16, _ = iio.read_image(iio.write_image(tmp_path / "o16.png", x16, meta16, png_level=1))
+    np.testing.assert_array_equal(iio.to_uint(y16, 16), a16)
+    with pytest.raises(ValueError, match="png_level must be 0 to 9"):
+        iio.write_image(tmp_path / "bad.png", x, meta, png_level=10)
+
+
 def test_rgba16_and_gray16(tmp_path):
     a = _rng_image(3, 5, 4, np.uint16, seed=1)
     _write_png16(tmp_path / "rgba16.png", a)

@@ -114,6 +114,24 @@ def test_streaming_writes_the_bytes_of_the_serial_run(first_run, tmp_path, capsy
         assert (out / f).read_bytes() == (serial / f).read_bytes(), f
 
 
+def test_png_level_changes_the_files_not_the_pixels(first_run, tmp_path, capsys):
+    """--png_level 1 (fast zlib) writes the same images: every pixel (16-bit and alpha too) as
+    the default level's run; the PNG files differ in size, the JPEG output (--ext auto) not at all."""
+    out, argv, _ = first_run
+    fast = tmp_path / "fast"
+    i = argv.index("-o")
+    assert cli_infer.main(argv[:i + 1] + [str(fast)] + argv[i + 2:] + ["--png_level", "1"]) == 1
+    capsys.readouterr()
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(fast).as_posix() for p in fast.rglob("*") if p.is_file())
+    for f in files:
+        a, meta_a = imageio.read_image(out / f)
+        b, meta_b = imageio.read_image(fast / f)
+        np.testing.assert_array_equal(a, b, err_msg=f)
+        np.testing.assert_array_equal(meta_a.alpha, meta_b.alpha, err_msg=f)
+        assert ((out / f).read_bytes() == (fast / f).read_bytes()) == f.endswith(".jpg"), f
+
+
 def test_cli_output_matches_an_untiled_pipeline_call(first_run, in_dir):
     """Tiled vs untiled on an image that fits one tile: the CLI output (through TiledRunner)
     equals a direct SRPipeline call with the same per-tile key, up to 8-bit rounding."""

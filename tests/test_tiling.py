@@ -171,6 +171,8 @@ def test_shape_buckets_pad_tiles_to_few_shapes_and_crop_back():
     items = [(i, x, jax.random.fold_in(jax.random.key(7), i)) for i, x in enumerate(lqs)]
     got = dict(runner.run(items))
     assert {c[1:3] for c in calls} == {(32, 32), (64, 64)}
+    # program_shapes (what bench_buckets counts) predicts the calls, tile by tile (bs 1)
+    assert sorted(sum((runner.program_shapes(*s) for s in shapes), [])) == sorted(c[1:3] for c in calls)
     for i, s in enumerate(shapes):
         assert got[i].shape == (s[0] * SF, s[1] * SF, 3)
         # offset_model is pointwise, so padding more changes nothing inside the image

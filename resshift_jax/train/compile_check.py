@@ -62,19 +62,22 @@ CHIP_PEAKS = {"TPU v5 lite": (197e12, 819e9), "TPU v5": (459e12, 2765e9), "TPU v
               "TPU v6 lite": (918e12, 1640e9)}
 
 
-def cost_report(lowered, compiled) -> dict:
+def cost_report(lowered, compiled, model_images: int = 1, compiled_images: int = 1) -> dict:
     """XLA's cost analysis of a program: the FLOPs the model's operations ask for (`lowered`: the
-    unoptimised HLO of the whole batch, lowered for the local backend, since a compile-only TPU
-    topology has no backend to analyse with), the FLOPs and bytes of the compiled executable (one
-    device's share), and their ratio (> 1: compute added by padding, masks or recomputation)."""
+    unoptimised HLO of `model_images` images, lowered for the local backend, since a compile-only
+    TPU topology has no backend to analyse with), the FLOPs and bytes of the compiled executable
+    (one device's share: `compiled_images` images), each also per image, and the ratio of the
+    per-image FLOPs (> 1: compute added by padding, masks or recomputation)."""
     def first(ca):
         ca = ca[0] if isinstance(ca, (list, tuple)) else ca
         return ca or {}
     lo, co = first(lowered.cost_analysis()), first(compiled.cost_analysis())
     out = {"model_gflop": float(lo.get("flops", 0.0)) / 1e9, "compiled_gflop": float(co.get("flops", 0.0)) / 1e9,
            "compiled_gbytes_accessed": float(co.get("bytes accessed", 0.0)) / 1e9}
+    out["model_gflop_per_image"] = out["model_gflop"] / model_images
+    out["compiled_gflop_per_image"] = out["compiled_gflop"] / compiled_images
     if out["model_gflop"]:
-        out["compiled_over_model"] = out["compiled_gflop"] / out["model_gflop"]
+        out["compiled_over_model"] = out["compiled_gflop_per_image"] / out["model_gflop_per_image"]
     return out
 
 
@@ -160,12 +163,8 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     model_lowered = jax.jit(inference_program(cfg, nets)).lower(
         jax.tree.map(plain, abs_params), jax.tree.map(plain, abs_frozen),
         jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32), jax.ShapeDtypeStruct((ib,), keys_abs.dtype))
-    report["infer_cost"] = cost = cost_report(model_lowered, compiled_i)
-    # the lowered program is the whole mesh's; the compiled one is one device's share
-    cost["model_gflop_per_image"] = cost["model_gflop"] / ib
-    cost["compiled_gflop_per_image"] = cost["compiled_gflop"] / per_chip
-    if "compiled_over_model" in cost:
-        cost["compiled_over_model"] = cost["compiled_gflop_per_image"] / cost["model_gflop_per_image"]
+    # the lowered program is the whole mesh's batch; the compiled one is one device's share
+    report["infer_cost"] = cost = cost_report(model_lowered, compiled_i, ib, per_chip)
     report["infer_roofline"] = roofline(cost, report["device_kind"], per_chip)
     return report
 
