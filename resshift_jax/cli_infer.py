@@ -5,8 +5,8 @@
 Official flags: -i/--in_path, -o/--out_path, --task, -v/--version, --scale, --seed, --bs,
 --chop_size, --chop_stride. Additions: --unet_ckpt/--vae_ckpt (default: the official file
 names under ./weights, downloaded from the official release when missing), --no_download,
---dtype, --blend, --ext, --suffix, --overwrite, --config, --x0_after, --shape_buckets, --io_threads,
---cache_dir, --no_compile_cache.
+--dtype, --blend, --ext, --suffix, --overwrite, --config, --x0_after, --noise_scale, --shape_buckets,
+--io_threads, --png_level, --cache_dir, --no_compile_cache.
 
 Which model runs (one `model: ...` line says it): `--config` with explicit checkpoints; else
 `-v compact`, the compact model of --task bundled with the package
@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--x0_after", type=int, default=None,
                    help="stop after K steps and output that step's x0 prediction (K network calls; "
                         "default: the config's inference.x0_after, 0 = every step as the reference)")
+    p.add_argument("--noise_scale", type=float, default=None,
+                   help="reverse-step noise scale in [0, 1] (default: the config's inference.noise_scale, 1 = the "
+                        "reference's stochastic chain; 0 = the deterministic sampler, the output depends on the "
+                        "seed only through the prior draw)")
     p.add_argument("--shape_buckets", default=None,
                    help="LR tile sizes tiles are padded up to, e.g. 128,256,512 (a few compiled programs for "
                         "a folder of mixed sizes), or off (pad as the reference; default: the config's)")
@@ -239,7 +243,7 @@ _PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their comp
 
 def _loaded(args) -> tuple[SRPipeline, str]:
     key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype,
-           args.no_download, args.x0_after)
+           args.no_download, args.x0_after, args.noise_scale)
     if key not in _PIPELINES:
         m = load_model(args)
         if args.x0_after is not None:
@@ -247,6 +251,8 @@ def _loaded(args) -> tuple[SRPipeline, str]:
             if not 0 <= args.x0_after <= steps:
                 raise SystemExit(f"error: --x0_after {args.x0_after} must be in 0..{steps} (the model's steps)")
             m.config.inference.x0_after = args.x0_after
+        if args.noise_scale is not None:
+            m.config.inference.noise_scale = args.noise_scale
         _PIPELINES[key] = (SRPipeline(m.unet, m.first_stage, m.config), m.line)
     return _PIPELINES[key]
 
@@ -295,6 +301,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"error: {e}") from None
     if args.io_threads is not None and args.io_threads < 0:
         raise SystemExit("error: --io_threads must be >= 0")
+    if args.noise_scale is not None and not 0.0 <= args.noise_scale <= 1.0:
+        raise SystemExit(f"error: --noise_scale {args.noise_scale} must be in [0, 1]")
     cache = compile_cache.configure(args.cache_dir, enabled=not args.no_compile_cache)
 
     todo, skipped = plan_outputs(files, root, args)
@@ -310,6 +318,8 @@ def main(argv=None) -> int:
     settings = resolve_settings(args, cfg)  # the model that runs may be the compact fallback
     k = int(cfg.inference.x0_after)
     steps = f"{pipe.schedule.num_timesteps} steps" + (f", x0 after step {k}" if 0 < k < pipe.schedule.num_timesteps else "")
+    scale = float(cfg.inference.get("noise_scale", 1.0))
+    steps += "" if scale == 1.0 else (", deterministic sampler" if scale == 0.0 else f", noise scale {scale:g}")
     print(f"{len(todo)} image(s); config {cfg.get('name') or args.config}, {steps}, "
           f"chop {settings['chop']}/{settings['stride']}, blend {settings['blend']}, bs {args.bs}, {args.dtype}, "
           f"shape buckets {','.join(map(str, settings['buckets'])) or 'off'}")

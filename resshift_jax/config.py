@@ -229,6 +229,10 @@ def inference_config() -> ml_collections.ConfigDict:
         # k steps and output that step's x0 prediction (k network calls): a fidelity/speed knob,
         # k = 1 is the network's one-call estimate from y + prior noise
         x0_after=0,
+        # the reverse step's noise scale s in [0, 1]: 1 the reference's stochastic chain, 0 the
+        # deterministic sampler (SinSR's; x_0 a function of the prior draw and y), between them
+        # a partial noise (`diffusion.generalized_step`)
+        noise_scale=1.0,
         # LR tile sizes each tile side is reflect-padded up to (the smallest that holds it), so a
         # folder of mixed sizes compiles a few programs; () pads as the reference (to multiples
         # of padding_offset), one program per padded size. On RealSet65 with v3's tiling: 5

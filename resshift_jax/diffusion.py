@@ -4,6 +4,8 @@
     posterior   q(x_{t−1} | x_t, x0) = N((η_{t−1}/η_t) x_t + (α_t/η_t) x0,  κ² (η_{t−1}/η_t) α_t)
     prior       x_T = y + κ √η_T ε
     loss        w_t ‖f_θ(x_t, y0, t) − x0‖²
+    scaled step x_{t−1} = x0 + η_{t−1}(y − x0) + c_t (x_t − x0 − η_t (y − x0)) + σ_t z  (noise scale s;
+                s = 1 is the posterior above, s = 0 SinSR's deterministic sampler: `generalized_step`)
 
 Every coefficient is gathered from the float64 table and cast to float32, as the reference does.
 A denoiser is any function `(x_in, t_net, lq) -> model_output`, where x_in is the normalised
@@ -86,12 +88,16 @@ def network_timesteps(s: Schedule, t):
     return jnp.asarray(s.timestep_map, jnp.int32)[t]
 
 
-def p_mean_variance(s: Schedule, denoiser: Denoiser, x_t, y, t, lq, clip_denoised: bool = False):
-    """Mean/variance of p(x_{t−1} | x_t) and x̂0; calls the denoiser once."""
+def predict(s: Schedule, denoiser: Denoiser, x_t, y, t, lq, clip_denoised: bool = False):
+    """x̂0 = the denoiser's prediction of x0 from x_t (one call)."""
     model_output = denoiser(scale_input(s, x_t, t), network_timesteps(s, t), lq)
     pred_xstart = predict_xstart(s, model_output.astype(x_t.dtype), x_t, y, t)
-    if clip_denoised:
-        pred_xstart = jnp.clip(pred_xstart, -1, 1)
+    return jnp.clip(pred_xstart, -1, 1) if clip_denoised else pred_xstart
+
+
+def p_mean_variance(s: Schedule, denoiser: Denoiser, x_t, y, t, lq, clip_denoised: bool = False):
+    """Mean/variance of p(x_{t−1} | x_t) and x̂0; calls the denoiser once."""
+    pred_xstart = predict(s, denoiser, x_t, y, t, lq, clip_denoised)
     mean, _, _ = q_posterior_mean_variance(s, pred_xstart, x_t, t)
     variance = jnp.broadcast_to(extract(s, "posterior_variance", t, x_t.ndim), x_t.shape)
     log_variance = jnp.broadcast_to(extract(s, "posterior_log_variance_clipped", t, x_t.ndim), x_t.shape)
@@ -109,6 +115,38 @@ def p_sample(s: Schedule, denoiser: Denoiser, x_t, y, t, lq, noise, clip_denoise
     out = p_mean_variance(s, denoiser, x_t, y, t, lq, clip_denoised)
     sample = reverse_step(out["mean"], out["log_variance"], t, noise)
     return dict(sample=sample, pred_xstart=out["pred_xstart"], mean=out["mean"])
+
+
+def generalized_step(s: Schedule, pred_xstart, x_t, y, t, noise, noise_scale: float):
+    """x_{t−1} from x_t and x̂0 with noise scale s in [0, 1] (SinSR's deterministic sampler at 0).
+
+    Derivation (ResShift's notation: η_t, α_t = η_t − η_{t−1}, κ; the DDIM construction applied
+    to the residual shift, as SinSR, eq. 7, does). The marginals q(x_t | x0, y) = N(x0 + η_t(y −
+    x0), κ²η_t I) of the forward chain are kept by any reverse kernel of the form
+        x_{t−1} = x0 + η_{t−1}(y − x0) + √(κ²η_{t−1} − σ_t²) · ε_t + σ_t z,
+        ε_t = (x_t − x0 − η_t(y − x0)) / (κ√η_t)   (the standardised noise of x_t),
+    for every σ_t² ≤ κ²η_{t−1}: given x0, ε_t ~ N(0, I) under q(x_t | x0, y), and the two
+    Gaussian terms add to variance κ²η_{t−1}, so x_{t−1} has the marginal of step t−1. ResShift's
+    posterior q(x_{t−1} | x_t, x0) is the member σ_t² = κ² α_t η_{t−1}/η_t: then
+    √(κ²η_{t−1} − σ_t²) = κ η_{t−1}/√η_t and the mean reduces to (η_{t−1}/η_t) x_t + (α_t/η_t) x0.
+    The noise scale s sets σ_t = s · √(κ² α_t η_{t−1}/η_t): s = 1 is the ResShift chain, s = 0
+    the deterministic step x_{t−1} = x0 + η_{t−1}(y − x0) + √(η_{t−1}/η_t)(x_t − x0 − η_t(y −
+    x0)), i.e. SinSR's x_{t−1} = k_t x0 + m_t y + j_t x_t with j_t = √(η_{t−1}/η_t), m_t =
+    η_{t−1} − √(η_{t−1}η_t), k_t = 1 − η_{t−1} + √(η_{t−1}η_t) − j_t. With x0 replaced by the
+    network's x̂0 the chain at s = 0 is a fixed map (x_T, y) -> x_0. At t = 0 (η_{t−1} = 0)
+    every s gives x̂0 itself. Coefficients: `schedule.generalized_step_tables`."""
+    tab = s.step_tables(noise_scale)
+    nd = x_t.ndim
+
+    def at(name):
+        v = tab[name][t]
+        return v.reshape(v.shape + (1,) * (nd - 1))
+
+    out = at("step_coef_x0") * pred_xstart + at("step_coef_y") * y + at("step_coef_xt") * x_t
+    if float(noise_scale) == 0.0:
+        return out
+    nonzero = (t != 0).astype(x_t.dtype).reshape((-1,) + (1,) * (nd - 1))
+    return out + nonzero * at("step_sigma") * noise
 
 
 def prior_sample(s: Schedule, y, noise):
@@ -155,7 +193,7 @@ def training_losses(s: Schedule, denoiser: Denoiser, z_start, z_y, t, lq, noise,
 
 def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = None,
            noise: jax.Array | None = None, clip_denoised: bool = False, return_trajectory: bool = False,
-           x0_after: int = 0):
+           x0_after: int = 0, noise_scale: float = 1.0):
     """The reverse chain x_T -> x_0 as one `lax.scan` over the T steps.
 
     Noise comes either from `key` or from `noise` of shape (T+1, *z_y.shape) in the reference's
@@ -166,12 +204,20 @@ def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = 
     the full chain's first k) and the result is the x0 prediction of the k-th step (k network
     calls; with k = 1 the prediction from the prior x_T). 0 or T: the whole chain (the reference).
     The trajectory then holds k+1 states and k predictions.
+
+    `noise_scale` s in [0, 1] (a Python number, part of the program): 1 is the reference's
+    stochastic chain (its code path, bit for bit); below 1 each step is `generalized_step`, and 0
+    is the deterministic sampler: x_0 depends only on x_T (the prior draw) and y. The draws are
+    the same for every s (the step draws are simply scaled, or unused at 0).
     """
     T = s.num_timesteps
     k = int(x0_after)
     if not 0 <= k <= T:
         raise ValueError(f"sample: x0_after={k} must be in 0..T={T}")
     run = T if k in (0, T) else k
+    scale = float(noise_scale)
+    if not 0.0 <= scale <= 1.0:
+        raise ValueError(f"sample: noise_scale={noise_scale} must be in [0, 1]")
     if (key is None) == (noise is None):
         raise ValueError("sample: give exactly one of `key` or `noise`")
     if noise is not None:
@@ -195,7 +241,11 @@ def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = 
         if z is None:
             z = jax.random.normal(step_keys[i], x_t.shape, x_t.dtype)
         t = jnp.full((x_t.shape[0],), ts[i], jnp.int32)
-        out = p_sample(s, denoiser, x_t, z_y, t, lq, z, clip_denoised)
+        if scale == 1.0:  # the reference's step
+            out = p_sample(s, denoiser, x_t, z_y, t, lq, z, clip_denoised)
+        else:
+            x0 = predict(s, denoiser, x_t, z_y, t, lq, clip_denoised)
+            out = dict(sample=generalized_step(s, x0, x_t, z_y, t, z, scale), pred_xstart=x0)
         return out["sample"], ((out["sample"], out["pred_xstart"]) if keep else None)
 
     x_last, traj = jax.lax.scan(body, x_T, (jnp.arange(run), None if step_noise is None else step_noise[:run]))

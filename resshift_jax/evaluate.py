@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=12345, help="sampling seed for --lq")
     p.add_argument("--x0_after", type=int, default=None,
                    help="for --lq: infer.py's --x0_after (stop after K steps, output that step's x0 prediction)")
+    p.add_argument("--noise_scale", type=float, default=None,
+                   help="for --lq: infer.py's --noise_scale (1 the reference's chain, 0 the deterministic sampler)")
     p.add_argument("--baseline", choices=["bicubic"],
                    help="with --lq: score MATLAB-bicubic interpolation x--scale instead of a model")
     p.add_argument("--degrade", choices=["bicubic"],
@@ -135,13 +137,15 @@ def main(argv=None) -> int:
                 raise EvaluationError("--lq needs --config (and usually --unet_ckpt / --vae_ckpt)")
             pred_dir = pathlib.Path(args.pred or pathlib.Path(args.out) / "pred")
             extra = [] if args.x0_after is None else ["--x0_after", str(args.x0_after)]
+            extra += [] if args.noise_scale is None else ["--noise_scale", str(args.noise_scale)]
             extra += ["--no_compile_cache"] if args.no_compile_cache else []
             extra += ["--cache_dir", args.cache_dir] if args.cache_dir else []
             run_inference(args.lq, pred_dir, config=args.config, unet_ckpt=args.unet_ckpt,
                           vae_ckpt=args.vae_ckpt, seed=args.seed, extra_args=extra)
             args.pred = str(pred_dir)
             meta.update(pred=args.pred, lq=args.lq, config=args.config, unet_ckpt=args.unet_ckpt,
-                        vae_ckpt=args.vae_ckpt, seed=args.seed, x0_after=args.x0_after)
+                        vae_ckpt=args.vae_ckpt, seed=args.seed, x0_after=args.x0_after,
+                        noise_scale=args.noise_scale)
         if not args.pred:
             raise EvaluationError("--pred (or --lq) is required")
         needs_gt = [m for m in metrics if m in FULL_REFERENCE]

@@ -71,19 +71,21 @@ class SamplerSpec:
     """The constants of `sample_func`: the schedule, the scale factor sf, the latent scale
     `scale_factor`, the padding offset (the reference passes model.lq_size) and `x0_after`
     (`inference.x0_after`: 0 runs the whole chain; k < T outputs the k-th step's x0
-    prediction, `diffusion.sample`)."""
+    prediction, `diffusion.sample`) and `noise_scale` (`inference.noise_scale`: 1 the
+    reference's chain, 0 the deterministic sampler)."""
 
     schedule: schedule.Schedule
     sf: int
     scale_factor: float
     padding_offset: int
     x0_after: int = 0
+    noise_scale: float = 1.0
 
     @classmethod
     def from_config(cls, cfg) -> "SamplerSpec":
         return cls(schedule.from_config(cfg.diffusion), int(cfg.diffusion.sf),
                    float(cfg.diffusion.scale_factor), int(cfg.inference.padding_offset),
-                   int(cfg.inference.x0_after))
+                   int(cfg.inference.x0_after), float(cfg.inference.get("noise_scale", 1.0)))
 
 
 def condition_latent(vq: nnx.Module, lq: jax.Array, *, sf: int, scale_factor: float) -> jax.Array:
@@ -122,7 +124,7 @@ def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.A
         return unet(x_in, t, cond).astype(jnp.float32)
 
     x0, traj = diffusion.sample(spec.schedule, denoiser, z_y, lq, noise=noise.astype(jnp.float32),
-                                return_trajectory=True, x0_after=spec.x0_after)
+                                return_trajectory=True, x0_after=spec.x0_after, noise_scale=spec.noise_scale)
     decoded = vq.decode(x0 / spec.scale_factor, quantize=True).astype(jnp.float32)
     image = jnp.clip(decoded[:, : h * spec.sf, : w * spec.sf], -1.0, 1.0)
     if not return_all:

@@ -84,6 +84,22 @@ def derived_tables(sqrt_etas: np.ndarray, kappa: float, predict_type: str = "xst
     )
 
 
+def generalized_step_tables(tables: dict, noise_scale: float) -> dict[str, np.ndarray]:
+    """Coefficients (float64, (T,)) of the reverse step with noise scale s in [0, 1]
+    (`diffusion.generalized_step`): x_{t−1} = a_t x̂0 + b_t y + c_t x_t + σ_t z, with
+    σ_t = s·√(κ² α_t η_{t−1}/η_t), c_t = √(η_{t−1}/η_t · (1 − s² α_t/η_t)),
+    a_t = 1 − η_{t−1} − c_t (1 − η_t), b_t = η_{t−1} − c_t η_t (κ cancels in c_t).
+    s = 1: a_t = α_t/η_t, b_t = 0, c_t = η_{t−1}/η_t (the posterior mean); s = 0: SinSR's
+    deterministic step (σ_t = 0, c_t = √(η_{t−1}/η_t))."""
+    if not 0.0 <= float(noise_scale) <= 1.0:
+        raise ValueError(f"noise_scale must be in [0, 1], got {noise_scale}")
+    etas, etas_prev, alpha = (np.asarray(tables[k], np.float64) for k in ("etas", "etas_prev", "alpha"))
+    s2 = float(noise_scale) ** 2
+    c = np.sqrt(etas_prev / etas * np.maximum(1.0 - s2 * alpha / etas, 0.0))
+    return dict(step_coef_x0=1.0 - etas_prev - c * (1.0 - etas), step_coef_y=etas_prev - c * etas, step_coef_xt=c,
+                step_sigma=np.sqrt(s2 * np.asarray(tables["posterior_variance"], np.float64)))
+
+
 # --------------------------------------------------------------------------- w_t schemes
 # A scheme maps the float64 tables to per-timestep loss weights w_t (float64, shape (T,)).
 WeightScheme = Callable[[dict], np.ndarray]
@@ -208,6 +224,10 @@ class Schedule:
     def t_probabilities(self) -> np.ndarray:
         """p_t of this schedule's t sampler (float64, sums to 1)."""
         return t_probabilities(self.t_sampling, self.tables)
+
+    def step_tables(self, noise_scale: float) -> dict[str, jnp.ndarray]:
+        """`generalized_step_tables` as float32 (computed in float64, then cast, as `f32`)."""
+        return {k: jnp.asarray(v.astype(np.float32)) for k, v in generalized_step_tables(self.tables, noise_scale).items()}
 
     def importance_weights(self) -> np.ndarray:
         """1 / (T p_t): makes non-uniform t sampling unbiased for the uniform-t objective."""

@@ -193,6 +193,98 @@ def test_early_stop_returns_that_steps_x0_prediction():
         D.sample(s, net, z_y, lq, noise=noise, x0_after=T + 1)
 
 
+def scaled_hand_chain(s, net, z_y, lq, noise, scale):
+    """The noise-scaled chain in float64 numpy, written in the DDIM form of the derivation
+    (x0 + η_{t−1}(y − x0) + √(κ²η_{t−1} − σ_t²)·ε̂_t + σ_t z), not with the step tables."""
+    T, kappa = s.num_timesteps, s.kappa
+    tab = {k: np.asarray(v, np.float64) for k, v in s.tables.items()}
+    y = np.asarray(z_y, np.float64)
+    x = y + tab["kappa_sqrt_etas"][T - 1] * np.asarray(noise[0], np.float64)
+    states, preds = [x], []
+    for k, t in enumerate(range(T - 1, -1, -1), start=1):
+        x_in = x / np.sqrt(tab["etas"][t] * kappa ** 2 + 1)
+        x0 = np.asarray(net(jnp.asarray(x_in, jnp.float32), jnp.full((x.shape[0],), t), jnp.asarray(lq)), np.float64)
+        eta, eta_prev = tab["etas"][t], tab["etas_prev"][t]
+        sigma2 = scale ** 2 * kappa ** 2 * (eta - eta_prev) * eta_prev / eta
+        eps = (x - x0 - eta * (y - x0)) / (kappa * np.sqrt(eta))
+        x = x0 + eta_prev * (y - x0) + np.sqrt(kappa ** 2 * eta_prev - sigma2) * eps
+        x = x + (t != 0) * np.sqrt(sigma2) * np.asarray(noise[k], np.float64)
+        states.append(x), preds.append(x0)
+    return np.stack(states), np.stack(preds)
+
+
+@pytest.mark.parametrize("cfg", ["realsr_v1", "realsr_v3"])
+def test_step_tables_reduce_to_the_posterior_and_to_sinsr(cfg):
+    """s = 1: the posterior mean's coefficients and variance; s = 0: SinSR's k_t, m_t, j_t
+    (eq. 7). A handful of float64 operations on numbers in [0, 1]: 1e-12 is far above their
+    rounding (~1e-16 each) and far below any algebra slip."""
+    tables = schedule.from_config(load_config(cfg).diffusion).tables
+    one = schedule.generalized_step_tables(tables, 1.0)
+    np.testing.assert_allclose(one["step_coef_xt"], tables["posterior_mean_coef1"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one["step_coef_x0"], tables["posterior_mean_coef2"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one["step_coef_y"], 0.0, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one["step_sigma"] ** 2, tables["posterior_variance"], rtol=0, atol=1e-12)
+    eta, prev = tables["etas"], tables["etas_prev"]
+    j = np.sqrt(prev / eta)
+    zero = schedule.generalized_step_tables(tables, 0.0)
+    np.testing.assert_allclose(zero["step_coef_xt"], j, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(zero["step_coef_y"], prev - np.sqrt(prev * eta), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(zero["step_coef_x0"], 1 - prev + np.sqrt(prev * eta) - j, rtol=0, atol=1e-12)
+    assert (zero["step_sigma"] == 0).all()
+    with pytest.raises(ValueError, match="noise_scale"):
+        schedule.generalized_step_tables(tables, 1.5)
+
+
+def test_noise_scale_one_is_the_reference_chain_bit_for_bit():
+    """noise_scale 1 runs the reference's step (same program): equal bits to the default, in
+    both noise modes; and `generalized_step` at s = 1 agrees with the posterior step to float32
+    rounding (other coefficients, same maths: |x| < ~10, a few roundings of 6e-7 each)."""
+    s, z_y, lq, noise = chain_inputs("realsr_v3", seed=4)
+    net = affine_denoiser()
+    ref = D.sample(s, net, z_y, lq, noise=noise, return_trajectory=True)
+    got = D.sample(s, net, z_y, lq, noise=noise, return_trajectory=True, noise_scale=1.0)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(D.sample(s, net, z_y, lq, key=jax.random.key(5), noise_scale=1),
+                                  D.sample(s, net, z_y, lq, key=jax.random.key(5)))
+    t = jnp.array([2, 0], jnp.int32)
+    x_t = ref[1]["x_t"][1]
+    step = D.p_sample(s, net, x_t, z_y, t, lq, noise[2])
+    gen = D.generalized_step(s, step["pred_xstart"], x_t, z_y, t, noise[2], 1.0)
+    np.testing.assert_allclose(gen, step["sample"], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.5])
+def test_scaled_sampler_matches_the_numpy_recurrence(scale):
+    """Noise scale 0 (deterministic) and 0.5 against the float64 recurrence in the DDIM form
+    (same tolerance argument as the reference chain: T = 4 O(1) affine steps in float32)."""
+    s, z_y, lq, noise = chain_inputs("realsr_v3", seed=5)
+    net = affine_denoiser()
+    run = jax.jit(lambda z, l, n: D.sample(s, net, z, l, noise=n, return_trajectory=True, noise_scale=scale))
+    x0, traj = run(z_y, lq, noise)
+    states, preds = scaled_hand_chain(s, net, z_y, lq, noise, scale)
+    np.testing.assert_allclose(traj["x_t"], states, atol=1e-5)
+    np.testing.assert_allclose(traj["pred_xstart"], preds, atol=1e-5)
+    np.testing.assert_array_equal(x0, traj["pred_xstart"][-1])
+    moved = noise.copy()
+    moved[1:] += np.random.default_rng(6).normal(size=moved[1:].shape).astype(np.float32)
+    if scale == 0.0:  # a function of (x_T, y) alone: the step draws change nothing, the prior does
+        np.testing.assert_array_equal(run(z_y, lq, moved)[0], x0)
+        prior = noise.copy()
+        prior[0] += 0.5
+        assert np.abs(np.asarray(run(z_y, lq, prior)[0]) - np.asarray(x0)).max() > 1e-3
+        # key mode: only the prior's draw (the key's first split) matters
+        prior_key = jax.random.split(jax.random.key(8))[0]
+        replay = moved.copy()
+        replay[0] = np.asarray(jax.random.normal(prior_key, z_y.shape, jnp.float32))
+        np.testing.assert_allclose(D.sample(s, net, z_y, lq, key=jax.random.key(8), noise_scale=0.0),
+                                   run(z_y, lq, replay)[0], rtol=0, atol=1e-5)  # jit vs eager: fusion roundings, as above
+    else:
+        assert np.abs(np.asarray(run(z_y, lq, moved)[0]) - np.asarray(x0)).max() > 1e-3
+    with pytest.raises(ValueError, match="noise_scale"):
+        D.sample(s, net, z_y, lq, noise=noise, noise_scale=-0.1)
+
+
 def test_sampler_sees_original_timesteps_when_respaced():
     s = schedule.make_schedule(steps=15, min_noise_level=0.04, timestep_respacing=5)
     seen = []

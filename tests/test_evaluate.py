@@ -135,10 +135,13 @@ def test_inference_mode_wiring(folders, tmp_path, monkeypatch):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"] == "tiny" and summary["pred"] == str(out / "pred")
     assert len(list((out / "pred").iterdir())) == 3
-    assert "--x0_after" not in a  # the config's default unless asked
+    assert "--x0_after" not in a and "--noise_scale" not in a  # the config's defaults unless asked
     assert E.main(["--lq", str(root / "pred"), "--config", "tiny", "--unet_ckpt", "u.pth", "--x0_after", "1",
-                   "--gt", str(gt), "--metrics", "psnr", "--out", str(tmp_path / "o2"), "--no_progress"]) == 0
+                   "--noise_scale", "0", "--gt", str(gt), "--metrics", "psnr", "--out", str(tmp_path / "o2"),
+                   "--no_progress"]) == 0
     assert seen["argv"][seen["argv"].index("--x0_after") + 1] == "1"
+    assert float(seen["argv"][seen["argv"].index("--noise_scale") + 1]) == 0.0
+    assert json.loads((tmp_path / "o2" / "summary.json").read_text())["noise_scale"] == 0.0
 
 
 @pytest.mark.skipif(not os.environ.get("RESSHIFT_SLOW_TESTS"), reason="about a minute on 2 CPU cores; set RESSHIFT_SLOW_TESTS=1")
