@@ -121,7 +121,7 @@ def generalized_step(s: Schedule, pred_xstart, x_t, y, t, noise, noise_scale: fl
     """x_{t−1} from x_t and x̂0 with noise scale s in [0, 1] (SinSR's deterministic sampler at 0).
 
     Derivation (ResShift's notation: η_t, α_t = η_t − η_{t−1}, κ; the DDIM construction applied
-    to the residual shift, as SinSR, eq. 7, does). The marginals q(x_t | x0, y) = N(x0 + η_t(y −
+    to the residual shift, as SinSR does). The marginals q(x_t | x0, y) = N(x0 + η_t(y −
     x0), κ²η_t I) of the forward chain are kept by any reverse kernel of the form
         x_{t−1} = x0 + η_{t−1}(y − x0) + √(κ²η_{t−1} − σ_t²) · ε_t + σ_t z,
         ε_t = (x_t − x0 − η_t(y − x0)) / (κ√η_t)   (the standardised noise of x_t),
@@ -131,8 +131,9 @@ def generalized_step(s: Schedule, pred_xstart, x_t, y, t, noise, noise_scale: fl
     √(κ²η_{t−1} − σ_t²) = κ η_{t−1}/√η_t and the mean reduces to (η_{t−1}/η_t) x_t + (α_t/η_t) x0.
     The noise scale s sets σ_t = s · √(κ² α_t η_{t−1}/η_t): s = 1 is the ResShift chain, s = 0
     the deterministic step x_{t−1} = x0 + η_{t−1}(y − x0) + √(η_{t−1}/η_t)(x_t − x0 − η_t(y −
-    x0)), i.e. SinSR's x_{t−1} = k_t x0 + m_t y + j_t x_t with j_t = √(η_{t−1}/η_t), m_t =
-    η_{t−1} − √(η_{t−1}η_t), k_t = 1 − η_{t−1} + √(η_{t−1}η_t) − j_t. With x0 replaced by the
+    x0)), i.e. SinSR's deterministic step (its `ddim_sample`) x_{t−1} = k_t x0 + m_t x_t + j_t y
+    with m_t = √(η_{t−1}/η_t), j_t = η_{t−1} − √(η_{t−1}η_t), k_t = 1 − η_{t−1} + √(η_{t−1}η_t)
+    − m_t (in the latent space, x̂0 unclipped, x_T = y + κ√η_T ε as here). With x0 replaced by the
     network's x̂0 the chain at s = 0 is a fixed map (x_T, y) -> x_0. At t = 0 (η_{t−1} = 0)
     every s gives x̂0 itself. Coefficients: `schedule.generalized_step_tables`."""
     tab = s.step_tables(noise_scale)

@@ -215,8 +215,8 @@ def scaled_hand_chain(s, net, z_y, lq, noise, scale):
 
 @pytest.mark.parametrize("cfg", ["realsr_v1", "realsr_v3"])
 def test_step_tables_reduce_to_the_posterior_and_to_sinsr(cfg):
-    """s = 1: the posterior mean's coefficients and variance; s = 0: SinSR's k_t, m_t, j_t
-    (eq. 7). A handful of float64 operations on numbers in [0, 1]: 1e-12 is far above their
+    """s = 1: the posterior mean's coefficients and variance; s = 0: SinSR's deterministic step
+    (x_{t−1} = k_t x̂0 + m_t x_t + j_t y, its ddim_sample's coefficients). A handful of float64 operations on numbers in [0, 1]: 1e-12 is far above their
     rounding (~1e-16 each) and far below any algebra slip."""
     tables = schedule.from_config(load_config(cfg).diffusion).tables
     one = schedule.generalized_step_tables(tables, 1.0)
