@@ -204,8 +204,19 @@ def train_config(*, lr_schedule: str, batch: int, microbatch: int, iterations: i
         grad_clip=0.0,  # 0 = off (the reference does not clip)
         max_bad_steps=20,  # NaN/Inf updates skipped before stopping
         keep_checkpoints=3,
+        objective="diffusion",  # "diffusion" (ResShift's) | "distill" (one-step student, see `distill`)
         lpips_ckpt="weights/lpips_vgg.pth",
         vgg_ckpt="weights/vgg16.pth",
+    ))
+
+
+def distill_config() -> ml_collections.ConfigDict:
+    """`distill` section: one-step distillation of a teacher (`train.objective = "distill"`,
+    `resshift_jax.train.distill`). Unused by the diffusion objective."""
+    return ml_collections.ConfigDict(dict(
+        teacher_ckpt="",  # the teacher UNet, same config: .pth, .safetensors or an Orbax export
+        teacher_noise_scale=0.0,  # the teacher's sampler (inference.noise_scale): 0 = deterministic (SinSR)
+        coef=(1.0, 1.0, 1.0),  # [distill, inverse, gt] (SinSR's configs/SinSR.yaml: all 1)
     ))
 
 
@@ -333,6 +344,7 @@ def base_config(*, steps: int, min_noise_level: float, lr_schedule: str, batch: 
                              iterations=iterations, loss_coef=loss_coef)
     cfg.sharding = sharding_config()
     cfg.inference = inference_config()
+    cfg.distill = distill_config()
     cfg.name = ""
     return cfg
 

@@ -143,10 +143,10 @@ class Schedule:
 class MetricsAccumulator:
     """Sums the step metrics on the device between two log steps and fetches them once per log
     step; times the steps, keeping the first call (compile + one step) out of the step time."""
-    SUMMED = ("loss", "lpips", "grad_norm", "mse_sum_t", "count_t", "n_nan")
+    SUMMED = ("loss", "lpips", "grad_norm", "mse_sum_t", "count_t", "n_nan", "terms")
 
-    def __init__(self, global_batch: int, *, with_lpips: bool):
-        self.global_batch, self.with_lpips = global_batch, with_lpips
+    def __init__(self, global_batch: int, *, with_lpips: bool, term_names: tuple = ()):
+        self.global_batch, self.with_lpips, self.term_names = global_batch, with_lpips, tuple(term_names)
         self.compile_s = None
         self.compile_logged = False
         self.sums, self.n, self.n_timed = None, 0, 0
@@ -180,6 +180,8 @@ class MetricsAccumulator:
                "corrupt_records": int(corrupt_records)}
         if self.with_lpips:
             rec["lpips"] = float(h["lpips"] / self.n)
+        for name, v in zip(self.term_names, h["terms"]):  # the objective's named terms (distillation)
+            rec[f"loss_{name}"] = float(v / self.n)
         if not self.compile_logged:  # the first record of this run (fresh or resumed)
             rec["compile_time"] = self.compile_s
             self.compile_logged = True
@@ -299,7 +301,7 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
     guard = BadStepGuard(int(tc.max_bad_steps))
     validator, record = None, {}
     bar = Progress(progress and lead, sched)
-    acc = MetricsAccumulator(int(tc.batch[0]), with_lpips=use_lpips(cfg))
+    acc = MetricsAccumulator(int(tc.batch[0]), with_lpips=use_lpips(cfg), term_names=trainer.step_fn.term_names)
     try:
         for step in range(sched.start, sched.end):
             done = step + 1

@@ -67,10 +67,12 @@ class Networks:
     vq_state: dict  # frozen
     lpips_def: object | None
     lpips_state: dict | None  # frozen
+    teacher_params: dict | None = None  # frozen: the distillation teacher's UNet parameters (unet_def)
 
     @property
     def frozen(self) -> dict:
-        return {"unet_rest": self.unet_rest, "vq": self.vq_state, "lpips": self.lpips_state or {}}
+        return {"unet_rest": self.unet_rest, "vq": self.vq_state, "lpips": self.lpips_state or {},
+                "teacher": self.teacher_params or {}}
 
 
 def _make(cfg, dtype, seed):
@@ -123,18 +125,48 @@ def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
     return vq, lp
 
 
+def distilling(cfg) -> bool:
+    """The one place that decides whether the objective is one-step distillation."""
+    objective = cfg.train.get("objective", "diffusion")
+    if objective not in ("diffusion", "distill"):
+        raise ValueError(f"train.objective must be 'diffusion' or 'distill', got {objective!r}")
+    return objective == "distill"
+
+
+def load_teacher(cfg, unet) -> None:
+    """The distillation teacher's weights (`distill.teacher_ckpt`, strict) into `unet`: the
+    student starts from them (SinSR copies the teacher), and they stay frozen as the teacher."""
+    ck = cfg.distill.teacher_ckpt
+    if not ck:
+        raise ValueError("train.objective='distill' needs distill.teacher_ckpt (the teacher UNet checkpoint)")
+    p = resolve_project_path(ck)
+    if not p.exists():
+        raise FileNotFoundError(f"distill.teacher_ckpt {p} does not exist")
+    weights.load_into(unet, str(p))
+
+
 def build_models(cfg, *, seed: int | None = None, abstract: bool = False, load_weights: bool = True,
                  strict_lpips: bool = True) -> Networks:
-    """Networks with float32 parameters computing in the config's dtype (bf16 when use_amp)."""
+    """Networks with float32 parameters computing in the config's dtype (bf16 when use_amp).
+    With the distillation objective the UNet holds the teacher's weights (the student's start)
+    and `teacher_params` a copy of them (frozen)."""
     seed = int(cfg.train.seed if seed is None else seed)
     dtype = compute_dtype(cfg)
+    distill = distilling(cfg)
     if abstract:
         unet, vq, lp = nnx.eval_shape(lambda: _make(cfg, dtype, seed))
-        return _split(cfg, unet, vq, lp)
-    unet, vq, lp = _make(cfg, dtype, seed)
-    if load_weights:
-        vq, lp = load_frozen_weights(cfg, vq, lp, strict=strict_lpips)
-    return _split(cfg, unet, vq, lp)
+        nets = _split(cfg, unet, vq, lp)
+    else:
+        unet, vq, lp = _make(cfg, dtype, seed)
+        if load_weights:
+            vq, lp = load_frozen_weights(cfg, vq, lp, strict=strict_lpips)
+            if distill:
+                load_teacher(cfg, unet)
+        nets = _split(cfg, unet, vq, lp)
+    if distill:
+        copy = (lambda a: a) if abstract else (lambda a: jnp.array(a, copy=True))
+        nets.teacher_params = jax.tree.map(copy, nets.unet_params)
+    return nets
 
 
 def tree_bytes(tree) -> int:

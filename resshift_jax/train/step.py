@@ -28,7 +28,8 @@ from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
 from resshift_jax.models.first_stage import latent_factor
 from resshift_jax.pipeline import condition_latent
 from resshift_jax.train import state as state_lib
-from resshift_jax.train.networks import lpips_coef, use_lpips
+from resshift_jax.train.distill import make_distill_loss_fn
+from resshift_jax.train.networks import distilling, lpips_coef, use_lpips
 from resshift_jax.train.optim import lr_fn_from_config, make_optimizer
 
 
@@ -104,7 +105,11 @@ def lpips_dropping_nan(lpips_fn):
 
 
 def make_loss_fn(cfg, nets, sched):
-    """loss(params, frozen, hr, lq, key) -> (mean loss, aux) for one micro-batch."""
+    """loss(params, frozen, hr, lq, key) -> (mean loss, aux) for one micro-batch: ResShift's
+    objective, or with `train.objective = "distill"` the one-step distillation
+    (`train.distill`); a loss with named extra terms carries `term_names` and aux["terms"]."""
+    if distilling(cfg):
+        return make_distill_loss_fn(cfg, nets, sched)
     sf = int(cfg.diffusion.sf)
     scale_factor = float(cfg.diffusion.scale_factor)
     coef = tuple(float(c) for c in cfg.train.loss_coef)
@@ -147,10 +152,12 @@ def make_loss_fn(cfg, nets, sched):
 @dataclasses.dataclass(frozen=True)
 class StepFn:
     """The pure (un-jitted) step `fn(state, frozen, batch) -> (state, metrics)`, with the number
-    of micro-batches it scans over and the optax transformation its state holds."""
+    of micro-batches it scans over, the optax transformation its state holds and the names of
+    the objective's extra terms (metrics["terms"], in this order; none for ResShift's)."""
     fn: Callable
     accum_steps: int
     tx: optax.GradientTransformation
+    term_names: tuple = ()
 
     def __call__(self, state, frozen, batch):
         return self.fn(state, frozen, batch)
@@ -166,6 +173,7 @@ def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None,
     ema_rate = float(cfg.train.ema_rate)
     sf = int(cfg.diffusion.sf)
     loss_fn = make_loss_fn(cfg, nets, sched)
+    n_terms = len(getattr(loss_fn, "term_names", ()))
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     micro_sharding = NamedSharding(mesh, P(None, tuple(a for a in shd.BATCH_AXES if a in mesh.axis_names)))
 
@@ -177,22 +185,24 @@ def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None,
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
         def micro(carry, xs):
-            grads, loss_sum, sums, counts, lp_sum = carry
+            grads, loss_sum, sums, counts, lp_sum, terms = carry
             k, hr_k, lq_k = xs
             (loss, aux), g = grad_fn(state.params, frozen, hr_k, lq_k, jax.random.fold_in(key, k))
             grads = jax.tree.map(lambda a, b: a + b / n_acc, grads, g)
             sums = sums.at[aux["t"]].add(aux["mse"])
             counts = counts.at[aux["t"]].add(1.0)
-            return (grads, loss_sum + loss / n_acc, sums, counts, lp_sum + jnp.mean(aux["lpips"]) / n_acc), None
+            terms = terms + aux["terms"] / n_acc if n_terms else terms
+            return (grads, loss_sum + loss / n_acc, sums, counts, lp_sum + jnp.mean(aux["lpips"]) / n_acc,
+                    terms), None
 
         zeros = jax.tree.map(jnp.zeros_like, state.params)
         init = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((T,), jnp.float32),
-                jnp.zeros((T,), jnp.float32), jnp.zeros((), jnp.float32))
+                jnp.zeros((T,), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((n_terms,), jnp.float32))
         if n_acc == 1:  # no loop: on XLA:CPU the convolutions of a while-loop body (scan, even
             # unrolled) ran 17x slower (compact UNet, 34 s vs 2 s per step; measured for issue 13)
-            (grads, loss, mse_sum_t, count_t, lp), _ = micro(init, (jnp.int32(0), hr_m[0], lq_m[0]))
+            (grads, loss, mse_sum_t, count_t, lp, terms), _ = micro(init, (jnp.int32(0), hr_m[0], lq_m[0]))
         else:
-            (grads, loss, mse_sum_t, count_t, lp), _ = jax.lax.scan(
+            (grads, loss, mse_sum_t, count_t, lp, terms), _ = jax.lax.scan(
                 micro, init, (jnp.arange(n_acc), hr_m, lq_m))
 
         grad_norm = optax.global_norm(grads)
@@ -211,11 +221,11 @@ def make_step_fn(cfg, nets, mesh, *, accum_steps: int | None = None, lr_fn=None,
             bad_streak=jnp.where(finite, 0, state.bad_streak + 1).astype(jnp.int32),
         )
         metrics = dict(loss=loss, lpips=lp, grad_norm=grad_norm, lr=lr, finite=finite,
-                       mse_sum_t=mse_sum_t, count_t=count_t,
+                       mse_sum_t=mse_sum_t, count_t=count_t, terms=terms,
                        bad_steps=new_state.bad_steps, bad_streak=new_state.bad_streak)
         return new_state, metrics
 
-    return StepFn(step_fn, n_acc, tx)
+    return StepFn(step_fn, n_acc, tx, tuple(getattr(loss_fn, "term_names", ())))
 
 
 def jit_train_step(step_fn, state_shardings, frozen_shardings, mesh, *, donate: bool = True):
