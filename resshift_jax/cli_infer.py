@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "computes (default: half the CPU cores, 1 to 8); 0 = read, run and write in turn")
     p.add_argument("--png_level", type=int, default=imageio.PNG_LEVEL, choices=range(10), metavar="0-9",
                    help=f"zlib level of PNG outputs (default {imageio.PNG_LEVEL}); the pixels do not depend on it, "
-                        "and 1 writes about 5x faster for files about 15%% larger (for CPU-bound hosts)")
+                        "and 1 writes about 4x faster for files about 15%% larger (for CPU-bound hosts)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
