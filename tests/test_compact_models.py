@@ -26,14 +26,16 @@ N_CROPS, CROP, SEED = 4, 64, 2026
 # bicsr (its default output, x0 after step 1): PSNR(Y) +1.644 dB on the 4 crops (23.326 / 30.183 /
 # 30.479 / 24.860 vs bicubic 22.189 / 28.552 / 29.447 / 22.087); every crop gains >= 1.03 dB.
 MIN_GAIN_BICSR_DB = 0.8
-# realsr, default output (x0 after step 1): PSNR(Y) -0.012 dB against bicubic (21.249 / 20.274 /
-# 23.333 / 25.146 vs 21.277 / 20.291 / 23.303 / 25.179): the model does not beat bicubic's PSNR
-# on real degradations (README), so this only bounds the loss.
-MIN_GAIN_REALSR_DB = -0.25
-# realsr, the whole chain (--x0_after 0): NIQE 4.486 against bicubic's 8.287 (-3.80; per crop
-# 4.71 / 3.73 / 4.61 / 4.90 vs 7.48 / 9.79 / 8.38 / 7.50), PSNR -0.83 dB: sharp, not noise.
-MAX_NIQE_DROP_REALSR = -1.9
-MIN_GAIN_REALSR_CHAIN_DB = -2.0
+# realsr, default output (x0 after step 2): NIQE 5.836 against bicubic's 8.287 (-2.45; per crop
+# 5.93 / 6.67 / 5.19 / 5.56 vs 7.48 / 9.79 / 8.38 / 7.50), PSNR(Y) -0.48 dB (22.030 vs 22.512):
+# sharper than bicubic, a little below its PSNR on real degradations (README), so the PSNR
+# bound only catches a broken model.
+MAX_NIQE_DROP_REALSR = -1.2
+MIN_GAIN_REALSR_DB = -1.0
+# realsr, the whole chain (--x0_after 0): NIQE 5.367 (-2.92; per crop 5.60 / 4.44 / 5.53 / 5.91),
+# PSNR -0.75 dB: sharp, not noise.
+MAX_NIQE_DROP_REALSR_CHAIN = -1.45
+MIN_GAIN_REALSR_CHAIN_DB = -1.5
 
 
 def one_device_pipeline(task):
@@ -77,14 +79,17 @@ def test_bundled_bicsr_beats_bicubic_on_held_out_crops(data_dir):
 
 
 def test_bundled_realsr_on_held_out_crops(data_dir):
-    """Its default (x0 after step 1) keeps bicubic's PSNR; the whole chain sharpens (NIQE)."""
+    """Its default (x0 after step 2) and the whole chain are sharper than bicubic (NIQE) at
+    about bicubic's PSNR."""
     pipe, cfg = one_device_pipeline("realsr")
+    assert int(cfg.inference.x0_after) == 2
     pairs = held_out_pairs("realsr", data_dir)
-    model, bic = scores(pipe, cfg, pairs, ["psnr"])
+    model, bic = scores(pipe, cfg, pairs, ["psnr", "niqe"])
+    assert model["niqe"] - bic["niqe"] <= MAX_NIQE_DROP_REALSR, (model, bic)
     assert model["psnr"] - bic["psnr"] >= MIN_GAIN_REALSR_DB, (model, bic)
     cfg.inference.x0_after = 0
     unet = weights.load_unet(download.bundled_file("realsr"), cfg)
     chain = SRPipeline(unet, weights.load_first_stage(cfg), cfg, mesh=pipe.mesh)
     model, bic = scores(chain, cfg, pairs, ["psnr", "niqe"])
-    assert model["niqe"] - bic["niqe"] <= MAX_NIQE_DROP_REALSR, (model, bic)
+    assert model["niqe"] - bic["niqe"] <= MAX_NIQE_DROP_REALSR_CHAIN, (model, bic)
     assert model["psnr"] - bic["psnr"] >= MIN_GAIN_REALSR_CHAIN_DB, (model, bic)
