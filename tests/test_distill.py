@@ -115,7 +115,7 @@ def test_a_few_steps_bring_the_student_to_the_teacher(setup):
     cfg.distill.coef = (1.0, 0.0, 0.0)
     mesh = shd.make_mesh((1, 1), devices=jax.devices()[:1])
     tr = Trainer(cfg, mesh, nets)
-    assert tr.step_fn.term_names == ("distill", "inverse", "gt")
+    assert tr.term_names == ("distill", "inverse", "gt")
     state = tr.init_state()
     batch = shd.global_batch_from_local(mesh, {"hr": np.asarray(hr)}, B)
     teacher0 = [np.asarray(x) for x in jax.tree.leaves(tr.frozen["teacher"])]

@@ -151,6 +151,7 @@ class _ScriptedTrainer:
         self.abstract_state = state_lib.abstract_train_state({"w": jax.ShapeDtypeStruct((4,), np.float32)}, self.tx)
         self.state_shardings = state_lib.state_shardings(self.abstract_state, self.mesh)
         self._create = lambda: state_lib.create_train_state({"w": np.zeros(4, np.float32)}, self.tx, 0)
+        self.term_names = ()  # ResShift's objective: no named extra terms
 
     def init_state(self):
         return self._create()
@@ -160,7 +161,7 @@ class _ScriptedTrainer:
         streak = jnp.int32(self.streaks[int(state.step)])
         z = jnp.zeros((), jnp.float32)
         m = dict(loss=z, lpips=z, grad_norm=z, lr=z, finite=streak == 0, mse_sum_t=jnp.zeros(4),
-                 count_t=jnp.zeros(4), bad_steps=streak, bad_streak=streak)
+                 count_t=jnp.zeros(4), terms=jnp.zeros(0), bad_steps=streak, bad_streak=streak)
         return state.replace(step=state.step + 1, bad_streak=streak), m
 
 

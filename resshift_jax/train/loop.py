@@ -301,7 +301,7 @@ def train(cfg, workdir, *, mesh=None, progress: bool = True, stop_at: int | None
     guard = BadStepGuard(int(tc.max_bad_steps))
     validator, record = None, {}
     bar = Progress(progress and lead, sched)
-    acc = MetricsAccumulator(int(tc.batch[0]), with_lpips=use_lpips(cfg), term_names=trainer.step_fn.term_names)
+    acc = MetricsAccumulator(int(tc.batch[0]), with_lpips=use_lpips(cfg), term_names=trainer.term_names)
     try:
         for step in range(sched.start, sched.end):
             done = step + 1

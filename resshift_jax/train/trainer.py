@@ -38,6 +38,11 @@ class Trainer:
         self._frozen = None
 
     @property
+    def term_names(self) -> tuple:
+        """The names of the objective's extra terms in metrics["terms"] (distillation's)."""
+        return self.step_fn.term_names
+
+    @property
     def frozen(self):
         """The frozen networks' arrays on the mesh (replicated), put there on first use."""
         if self._frozen is None:
