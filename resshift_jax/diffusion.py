@@ -24,10 +24,21 @@ from resshift_jax.schedule import Schedule
 Denoiser = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 
+def _at(table: jax.Array, t: jax.Array, ndim: int) -> jax.Array:
+    """table[t] for timesteps t (B,), shaped (B, 1, ..., 1) to broadcast against (B, ...) of rank ndim."""
+    values = table[t]
+    return values.reshape(values.shape + (1,) * (ndim - 1))
+
+
 def extract(schedule: Schedule, name: str, t: jax.Array, ndim: int = 4) -> jax.Array:
     """Table `name` at timesteps t (B,), float32, shaped (B, 1, ..., 1) for broadcasting."""
-    values = schedule.f32(name)[t]
-    return values.reshape(values.shape + (1,) * (ndim - 1))
+    return _at(schedule.f32(name), t, ndim)
+
+
+def float32_denoiser(unet):
+    """The network as the sampler and the objectives call it, `(x_in, t, lq) -> output`, with the
+    output in float32 whatever the compute dtype (bfloat16 under AMP)."""
+    return lambda x_in, t, cond: unet(x_in, t, cond).astype(jnp.float32)
 
 
 def q_mean_variance(s: Schedule, x0, y, t):
@@ -140,8 +151,7 @@ def generalized_step(s: Schedule, pred_xstart, x_t, y, t, noise, noise_scale: fl
     nd = x_t.ndim
 
     def at(name):
-        v = tab[name][t]
-        return v.reshape(v.shape + (1,) * (nd - 1))
+        return _at(tab[name], t, nd)
 
     out = at("step_coef_x0") * pred_xstart + at("step_coef_y") * y + at("step_coef_xt") * x_t
     if float(noise_scale) == 0.0:

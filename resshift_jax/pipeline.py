@@ -85,7 +85,7 @@ class SamplerSpec:
     def from_config(cls, cfg) -> "SamplerSpec":
         return cls(schedule.from_config(cfg.diffusion), int(cfg.diffusion.sf),
                    float(cfg.diffusion.scale_factor), int(cfg.inference.padding_offset),
-                   int(cfg.inference.x0_after), float(cfg.inference.get("noise_scale", 1.0)))
+                   int(cfg.inference.x0_after), float(cfg.inference.get("noise_scale", cls.noise_scale)))  # older saved configs lack the key
 
 
 def condition_latent(vq: nnx.Module, lq: jax.Array, *, sf: int, scale_factor: float) -> jax.Array:
@@ -93,6 +93,14 @@ def condition_latent(vq: nnx.Module, lq: jax.Array, *, sf: int, scale_factor: fl
     `encode_first_stage(y, up_sample=True)` (torch bicubic, no clamping, no quantisation)."""
     y_up = bicubic_upsample(lq, sf) if sf != 1 else lq
     return vq.encode(y_up).astype(jnp.float32) * scale_factor
+
+
+def training_latents(vq: nnx.Module, hr: jax.Array, lq: jax.Array, *, sf: int, scale_factor: float):
+    """(z0, z_y) of a training batch, both float32 and without gradient: the regression target
+    scale_factor · E(hr) and the conditioning `condition_latent(lq)` (the encoder is frozen)."""
+    z_y = condition_latent(vq, lq, sf=sf, scale_factor=scale_factor)
+    z0 = vq.encode(hr).astype(jnp.float32) * scale_factor
+    return jax.lax.stop_gradient(z0), jax.lax.stop_gradient(z_y)
 
 
 def per_image_noise(keys: jax.Array, latent_shape: tuple, num_steps: int, dtype=jnp.float32) -> jax.Array:
@@ -119,11 +127,7 @@ def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.A
     z_y = condition_latent(vq, lq, sf=spec.sf, scale_factor=spec.scale_factor)
     if noise is None:
         noise = per_image_noise(keys, z_y.shape, spec.schedule.num_timesteps)
-
-    def denoiser(x_in, t, cond):
-        return unet(x_in, t, cond).astype(jnp.float32)
-
-    x0, traj = diffusion.sample(spec.schedule, denoiser, z_y, lq, noise=noise.astype(jnp.float32),
+    x0, traj = diffusion.sample(spec.schedule, diffusion.float32_denoiser(unet), z_y, lq, noise=noise.astype(jnp.float32),
                                 return_trajectory=True, x0_after=spec.x0_after, noise_scale=spec.noise_scale)
     decoded = vq.decode(x0 / spec.scale_factor, quantize=True).astype(jnp.float32)
     image = jnp.clip(decoded[:, : h * spec.sf, : w * spec.sf], -1.0, 1.0)

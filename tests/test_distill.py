@@ -16,7 +16,7 @@ from resshift_jax.pipeline import condition_latent
 from resshift_jax.train.input import build_row_dataset
 from resshift_jax.train.networks import build_models
 from resshift_jax.train.step import make_loss_fn
-from resshift_jax.train.trainer import Trainer
+from resshift_jax.train.trainer import Trainer, frozen_shardings
 from resshift_jax.weights import save_checkpoint
 
 B = 8  # the micro config's batch: one micro-batch
@@ -131,3 +131,18 @@ def test_a_few_steps_bring_the_student_to_the_teacher(setup):
     for a, b in zip(teacher0, jax.tree.leaves(tr.frozen["teacher"])):
         np.testing.assert_array_equal(a, b)
     assert any(np.abs(np.asarray(a) - b).max() > 0 for a, b in zip(jax.tree.leaves(state.params), params0))
+
+
+def test_teacher_is_sharded_as_the_student(setup):
+    """Under FSDP the frozen teacher takes the student parameters' shardings (the rules table),
+    not a full copy per chip; the other frozen networks stay replicated."""
+    cfg, nets, _, _ = setup
+    mesh = shd.make_mesh((4, 2), devices=jax.devices()[:8])
+    min_size = 2 ** 10  # small enough that the micro UNet's larger kernels are split over fsdp
+    got = frozen_shardings(nets.frozen, mesh, min_size)
+    want = shd.tree_shardings(nets.unet_params, mesh, min_size)
+    specs = [s.spec for s in jax.tree.leaves(got["teacher"])]
+    assert specs == [s.spec for s in jax.tree.leaves(want)]
+    assert any(any(a is not None for a in spec) for spec in specs)  # some leaves are really split
+    assert all(s.spec == shd.replicated(mesh).spec for s in jax.tree.leaves(got["unet_rest"]))
+    assert frozen_shardings({"vq": {}, "teacher": {}}, mesh, min_size)["teacher"] == {}

@@ -149,7 +149,8 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
                  in_shardings=(trainer.state_shardings.ema_params, rep, bsh, keys_sh), out_shardings=bsh)
     abs_params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, jnp.float32, sharding=s),
                               nets.unet_params, trainer.state_shardings.ema_params)
-    abs_frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), nets.frozen)
+    served = {k: v for k, v in nets.frozen.items() if k != "teacher"}  # a distillation teacher only trains
+    abs_frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), served)
     keys_abs = jax.ShapeDtypeStruct((ib,), jax.random.key(0).dtype, sharding=keys_sh)
     t0 = time.perf_counter()
     lowered_i = fn.lower(abs_params, abs_frozen,

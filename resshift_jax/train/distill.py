@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resshift_jax import diffusion
-from resshift_jax.pipeline import condition_latent
+from resshift_jax.pipeline import training_latents
 
 TERMS = ("distill", "inverse", "gt")
 
@@ -66,26 +66,23 @@ def make_distill_loss_fn(cfg, nets, sched):
         teacher = nnx.merge(nets.unet_def, frozen["teacher"], frozen["unet_rest"])
         vq = nnx.merge(nets.vq_encoder_def, frozen["vq"])
         m = hr.shape[0]
-        z_y = jax.lax.stop_gradient(condition_latent(vq, lq, sf=sf, scale_factor=scale_factor))
-        z0 = jax.lax.stop_gradient(vq.encode(hr).astype(jnp.float32)) * scale_factor
+        z0, z_y = training_latents(vq, hr, lq, sf=sf, scale_factor=scale_factor)
         k_prior, k_steps = jax.random.split(key)
         eps = jax.random.normal(k_prior, z_y.shape, jnp.float32)
         steps = (jax.random.normal(k_steps, (T,) + z_y.shape, jnp.float32) if teacher_scale > 0
                  else jnp.zeros((T,) + z_y.shape, jnp.float32))
         t_last = jnp.full((m,), T - 1, jnp.int32)
         x_T = diffusion.prior_sample(sched, z_y, eps)
-
-        def net(module):
-            return lambda x_in, t_net, cond: module(x_in, t_net, cond).astype(jnp.float32)
+        f_student = diffusion.float32_denoiser(student)
 
         z_teacher = jax.lax.stop_gradient(diffusion.sample(
-            sched, net(teacher), z_y, lq, noise=jnp.concatenate([eps[None], steps]), noise_scale=teacher_scale))
+            sched, diffusion.float32_denoiser(teacher), z_y, lq, noise=jnp.concatenate([eps[None], steps]), noise_scale=teacher_scale))
 
         def forward(x):  # x_T -> x̂0: one evaluation at t = T−1
-            return diffusion.predict(sched, net(student), x, z_y, t_last, lq)
+            return diffusion.predict(sched, f_student, x, z_y, t_last, lq)
 
         def inverse(x0):  # x̂0 -> x̂_T: the same network at network timestep 0, input scaled as at T−1
-            out = net(student)(diffusion.scale_input(sched, x0, t_last), jnp.zeros((m,), jnp.int32), lq)
+            out = f_student(diffusion.scale_input(sched, x0, t_last), jnp.zeros((m,), jnp.int32), lq)
             return diffusion.predict_xstart(sched, out, x0, z_y, t_last)
 
         pred = forward(x_T)

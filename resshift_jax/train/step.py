@@ -26,7 +26,7 @@ from flax import nnx
 
 from resshift_jax import diffusion, schedule as schedule_lib, sharding as shd
 from resshift_jax.models.first_stage import latent_factor
-from resshift_jax.pipeline import condition_latent
+from resshift_jax.pipeline import training_latents
 from resshift_jax.train import state as state_lib
 from resshift_jax.train.distill import make_distill_loss_fn
 from resshift_jax.train.networks import distilling, lpips_coef, use_lpips
@@ -127,15 +127,10 @@ def make_loss_fn(cfg, nets, sched):
         vq = nnx.merge(nets.vq_encoder_def, frozen["vq"])  # the frozen encoder, train.encoder_dtype
         k_t, k_noise = jax.random.split(key)
         m = hr.shape[0]
-        z_y = jax.lax.stop_gradient(condition_latent(vq, lq, sf=sf, scale_factor=scale_factor))
-        z0 = jax.lax.stop_gradient(vq.encode(hr).astype(jnp.float32)) * scale_factor
+        z0, z_y = training_latents(vq, hr, lq, sf=sf, scale_factor=scale_factor)
         t = diffusion.sample_timesteps(sched, k_t, m)
         noise = jax.random.normal(k_noise, z0.shape, jnp.float32)
-
-        def denoiser(x_in, t_net, cond):
-            return unet(x_in, t_net, cond).astype(jnp.float32)
-
-        out = diffusion.training_losses(sched, denoiser, z0, z_y, t, lq, noise)
+        out = diffusion.training_losses(sched, diffusion.float32_denoiser(unet), z0, z_y, t, lq, noise)
         per_sample = c_mse * out["loss"]
         lp = jnp.zeros((m,), jnp.float32)
         if with_lpips:

@@ -17,6 +17,16 @@ from resshift_jax.train.networks import build_models
 from resshift_jax.train.step import check_train_sizes, jit_train_step, make_step_fn
 
 
+def frozen_shardings(frozen: dict, mesh, min_size: int) -> dict:
+    """The frozen networks replicated, except a distillation teacher: it has the student's
+    parameter tree and is sharded by the same rules (under FSDP it would otherwise hold a full
+    copy of the UNet on every chip)."""
+    out = jax.tree.map(lambda _: shd.replicated(mesh), frozen)
+    if frozen.get("teacher"):
+        out["teacher"] = shd.tree_shardings(frozen["teacher"], mesh, min_size)
+    return out
+
+
 class Trainer:
     """Networks + mesh + jitted step: `trainer.train_step(state, batch)` is the pure step with
     the frozen networks bound; `init_state()` builds the sharded initial state."""
@@ -32,7 +42,7 @@ class Trainer:
         params_abs = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32), self.nets.unet_params)
         self.abstract_state = state_lib.abstract_train_state(params_abs, self.tx)
         self.state_shardings = state_lib.state_shardings(self.abstract_state, mesh, min_size)
-        self.frozen_shardings = jax.tree.map(lambda _: shd.replicated(mesh), self.nets.frozen)
+        self.frozen_shardings = frozen_shardings(self.nets.frozen, mesh, min_size)
         self._jitted = jit_train_step(self.step_fn, self.state_shardings, self.frozen_shardings, mesh,
                                       donate=donate)
         self._frozen = None
@@ -44,7 +54,7 @@ class Trainer:
 
     @property
     def frozen(self):
-        """The frozen networks' arrays on the mesh (replicated), put there on first use."""
+        """The frozen networks' arrays on the mesh (`frozen_shardings`), put there on first use."""
         if self._frozen is None:
             self._frozen = jax.device_put(jax.tree.map(np.asarray, self.nets.frozen), self.frozen_shardings)
         return self._frozen
