@@ -26,7 +26,8 @@ import ml_collections
 from absl import app
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
-CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro", "compact_bicsr", "compact_realsr")
+CONFIG_NAMES = ("realsr_v1", "realsr_v2", "realsr_v3", "bicsr", "tiny", "micro", "compact_bicsr", "compact_realsr",
+                "distill_compact_bicsr")
 
 
 def unet_config() -> ml_collections.ConfigDict:
