@@ -204,7 +204,7 @@ def training_losses(s: Schedule, denoiser: Denoiser, z_start, z_y, t, lq, noise,
 
 def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = None,
            noise: jax.Array | None = None, clip_denoised: bool = False, return_trajectory: bool = False,
-           x0_after: int = 0, noise_scale: float = 1.0):
+           x0_after: int = 0, noise_scale: float = 1.0, unroll: bool = False):
     """The reverse chain x_T -> x_0 as one `lax.scan` over the T steps.
 
     Noise comes either from `key` or from `noise` of shape (T+1, *z_y.shape) in the reference's
@@ -220,6 +220,9 @@ def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = 
     stochastic chain (its code path, bit for bit); below 1 each step is `generalized_step`, and 0
     is the deterministic sampler: x_0 depends only on x_T (the prior draw) and y. The draws are
     the same for every s (the step draws are simply scaled, or unused at 0).
+
+    `unroll`: the scan fully unrolled (the same values; a larger program). For XLA's cost
+    analysis, which counts a loop body once whatever its trip count.
     """
     T = s.num_timesteps
     k = int(x0_after)
@@ -259,7 +262,8 @@ def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = 
             out = dict(sample=generalized_step(s, x0, x_t, z_y, t, z, scale), pred_xstart=x0)
         return out["sample"], ((out["sample"], out["pred_xstart"]) if keep else None)
 
-    x_last, traj = jax.lax.scan(body, x_T, (jnp.arange(run), None if step_noise is None else step_noise[:run]))
+    x_last, traj = jax.lax.scan(body, x_T, (jnp.arange(run), None if step_noise is None else step_noise[:run]),
+                                unroll=bool(unroll))
     x_0 = x_last if run == T else traj[1][-1]
     if not return_trajectory:
         return x_0

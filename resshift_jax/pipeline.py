@@ -80,6 +80,7 @@ class SamplerSpec:
     padding_offset: int
     x0_after: int = 0
     noise_scale: float = 1.0
+    unroll: bool = False  # the sampler's scan unrolled (`diffusion.sample`; for cost analysis)
 
     @classmethod
     def from_config(cls, cfg) -> "SamplerSpec":
@@ -128,7 +129,8 @@ def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.A
     if noise is None:
         noise = per_image_noise(keys, z_y.shape, spec.schedule.num_timesteps)
     x0, traj = diffusion.sample(spec.schedule, diffusion.float32_denoiser(unet), z_y, lq, noise=noise.astype(jnp.float32),
-                                return_trajectory=True, x0_after=spec.x0_after, noise_scale=spec.noise_scale)
+                                return_trajectory=True, x0_after=spec.x0_after, noise_scale=spec.noise_scale,
+                                unroll=spec.unroll)
     decoded = vq.decode(x0 / spec.scale_factor, quantize=True).astype(jnp.float32)
     image = jnp.clip(decoded[:, : h * spec.sf, : w * spec.sf], -1.0, 1.0)
     if not return_all:

@@ -13,6 +13,7 @@ networks are built with `nnx.eval_shape`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -67,7 +68,9 @@ def cost_report(lowered, compiled, model_images: int = 1, compiled_images: int =
     unoptimised HLO of `model_images` images, lowered for the local backend, since a compile-only
     TPU topology has no backend to analyse with), the FLOPs and bytes of the compiled executable
     (one device's share: `compiled_images` images), each also per image, and the ratio of the
-    per-image FLOPs (> 1: compute added by padding, masks or recomputation)."""
+    per-image FLOPs (> 1: compute added by padding, masks or recomputation). XLA counts a loop
+    body once whatever its trip count: give programs without loops (`inference_program(...,
+    unroll=True)`) for totals."""
     def first(ca):
         ca = ca[0] if isinstance(ca, (list, tuple)) else ca
         return ca or {}
@@ -95,11 +98,13 @@ def roofline(cost: dict, device_kind: str, images_per_chip: int) -> dict:
             "roofline_ms_per_image": max(t_c, t_m) * 1e3 / images_per_chip}
 
 
-def inference_program(cfg, nets):
+def inference_program(cfg, nets, *, unroll: bool = False):
     """`pipeline.super_resolve` on the EMA-shaped UNet parameters and the frozen state:
     run(params, frozen, lq (B, h, w, 3), keys (B,)) -> (B, sf·h, sf·w, 3), the program SRPipeline
-    compiles in key mode (padding, conditioning, sampler, decode, crop and clamp included)."""
-    spec = SamplerSpec.from_config(cfg)
+    compiles in key mode (padding, conditioning, sampler, decode, crop and clamp included).
+    `unroll`: the sampler's loop unrolled, the same computation, for `cost_report` (XLA's cost
+    analysis counts a loop body once, so the rolled program's count holds one step)."""
+    spec = dataclasses.replace(SamplerSpec.from_config(cfg), unroll=unroll)
 
     def run(params, frozen, lq, keys):
         unet = nnx.merge(nets.unet_def, params, frozen["unet_rest"])
@@ -160,12 +165,19 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     report["infer_batch"], report["infer_lq"] = ib, lq
     report["infer_batch_per_chip"] = per_chip = ib // shd.batch_size_divisor(mesh)
     report["infer"] = memory_report(compiled_i)
+    # the cost of every sampler step: the unrolled program (the same computation), compiled for
+    # the target once more, since XLA's cost analysis counts the rolled loop's body once
+    t0 = time.perf_counter()
+    unrolled = jax.jit(inference_program(cfg, nets, unroll=True), in_shardings=(
+        trainer.state_shardings.ema_params, rep, bsh, keys_sh), out_shardings=bsh).lower(
+        abs_params, abs_frozen, jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), keys_abs).compile()
+    report["infer_unrolled_compile_s"] = time.perf_counter() - t0
     plain = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731 - no sharding: local backend
-    model_lowered = jax.jit(inference_program(cfg, nets)).lower(
+    model_lowered = jax.jit(inference_program(cfg, nets, unroll=True)).lower(
         jax.tree.map(plain, abs_params), jax.tree.map(plain, abs_frozen),
         jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32), jax.ShapeDtypeStruct((ib,), keys_abs.dtype))
     # the lowered program is the whole mesh's batch; the compiled one is one device's share
-    report["infer_cost"] = cost = cost_report(model_lowered, compiled_i, ib, per_chip)
+    report["infer_cost"] = cost = cost_report(model_lowered, unrolled, ib, per_chip)
     report["infer_roofline"] = roofline(cost, report["device_kind"], per_chip)
     return report
 
