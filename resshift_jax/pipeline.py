@@ -82,6 +82,14 @@ class SamplerSpec:
     noise_scale: float = 1.0
     unroll: bool = False  # the sampler's scan unrolled (`diffusion.sample`; for cost analysis)
 
+    @property
+    def draws_used(self) -> int:
+        """How many of the T+1 noise draws the sampler reads: the prior, then one per step run
+        (none at noise scale 0, where the steps are deterministic)."""
+        T = self.schedule.num_timesteps
+        run = T if self.x0_after in (0, T) else self.x0_after
+        return 1 + (run if self.noise_scale > 0 else 0)
+
     @classmethod
     def from_config(cls, cfg) -> "SamplerSpec":
         return cls(schedule.from_config(cfg.diffusion), int(cfg.diffusion.sf),
@@ -104,13 +112,21 @@ def training_latents(vq: nnx.Module, hr: jax.Array, lq: jax.Array, *, sf: int, s
     return jax.lax.stop_gradient(z0), jax.lax.stop_gradient(z_y)
 
 
-def per_image_noise(keys: jax.Array, latent_shape: tuple, num_steps: int, dtype=jnp.float32) -> jax.Array:
+def per_image_noise(keys: jax.Array, latent_shape: tuple, num_steps: int, dtype=jnp.float32, *,
+                    used: int | None = None) -> jax.Array:
     """Noise (T+1, B, *latent) in the reference's draw order from one key per image.
 
     Image i's noise depends only on keys[i], so results do not change with batch composition.
+    `used` = n: only the first n draws are read (an early stop, the deterministic sampler); with
+    JAX's partitionable threefry (each value a function of the key and its index, the default)
+    they are exactly the first n of the full draw, so only they are generated and the rest are
+    zeros: on a CPU, five draws of a 128x128x48 latent took 75 ms, one 6.5 ms.
     """
-    noise = jax.vmap(lambda k: jax.random.normal(k, (num_steps + 1,) + tuple(latent_shape[1:]), dtype))(keys)
-    return jnp.swapaxes(noise, 0, 1)
+    n = num_steps + 1
+    m = n if used is None or not jax.config.jax_threefry_partitionable else max(1, min(int(used), n))
+    noise = jax.vmap(lambda k: jax.random.normal(k, (m,) + tuple(latent_shape[1:]), dtype))(keys)
+    noise = jnp.swapaxes(noise, 0, 1)
+    return noise if m == n else jnp.concatenate([noise, jnp.zeros((n - m,) + noise.shape[1:], dtype)])
 
 
 def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.Array, *,
@@ -127,7 +143,7 @@ def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.A
     lq = reflect_pad(lq.astype(jnp.float32), spec.padding_offset)
     z_y = condition_latent(vq, lq, sf=spec.sf, scale_factor=spec.scale_factor)
     if noise is None:
-        noise = per_image_noise(keys, z_y.shape, spec.schedule.num_timesteps)
+        noise = per_image_noise(keys, z_y.shape, spec.schedule.num_timesteps, used=spec.draws_used)
     x0, traj = diffusion.sample(spec.schedule, diffusion.float32_denoiser(unet), z_y, lq, noise=noise.astype(jnp.float32),
                                 return_trajectory=True, x0_after=spec.x0_after, noise_scale=spec.noise_scale,
                                 unroll=spec.unroll)
