@@ -10,8 +10,7 @@ names under ./weights, downloaded from the official release when missing), --no_
 
 Which model runs (one `model: ...` line says it): `--config` with explicit checkpoints; else
 `-v compact`, the compact model of --task bundled with the package
-(resshift_jax/assets/compact/compact_<task>.safetensors, parameter-free first stage), or
-`-v compact_1step`, its one-step distilled student (distill_compact_bicsr.safetensors); else the
+(resshift_jax/assets/compact/compact_<task>.safetensors, parameter-free first stage); else the
 official checkpoint of --task/--version, and when its files are neither present nor
 downloadable (and no --unet_ckpt/--vae_ckpt was given), the bundled compact model of --task,
 so that a clone without network still super-resolves.
@@ -53,9 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--in_path", required=True, help="input image or folder (searched recursively)")
     p.add_argument("-o", "--out_path", default="./results", help="output folder")
     p.add_argument("--task", default="realsr", choices=["realsr", "bicsr"])
-    p.add_argument("-v", "--version", default="v1", choices=["v1", "v2", "v3", *download.BUNDLED_KINDS],
-                   help="realsr checkpoint v1/v2/v3 (official); compact: the bundled compact model of --task; "
-                        "compact_1step: its one-step distilled student (--task bicsr)")
+    p.add_argument("-v", "--version", default="v1", choices=["v1", "v2", "v3", "compact"],
+                   help="realsr checkpoint v1/v2/v3 (official), or compact: the bundled compact model of --task")
     p.add_argument("--scale", type=int, default=4, help="scale factor (only 4 is released)")
     p.add_argument("--seed", type=int, default=12345)
     p.add_argument("--bs", type=int, default=1, help="tiles/images per device batch (all devices together)")
@@ -154,14 +152,11 @@ def official_config_name(task: str, version: str) -> str:
 
 def intended_config(args):
     """The config of the model the flags ask for (before any fallback): --config, the compact
-    config of --task for `-v compact[_1step]`, else the official one."""
+    config of --task for `-v compact`, else the official one."""
     if args.config is not None:
         return load_config(args.config)
-    if args.version in download.BUNDLED_KINDS:
-        try:
-            return load_config(download.compact_config(args.task, args.version))
-        except ValueError as e:  # e.g. no one-step student for this task
-            raise SystemExit(f"error: {e}") from None
+    if args.version == "compact":
+        return load_config(download.compact_config(args.task))
     return load_config(official_config_name(args.task, args.version))
 
 
@@ -191,17 +186,12 @@ def load_explicit(args, cfg) -> Model:
                  f"model: --config {args.config} (UNet {unet_path})")
 
 
-def load_compact(args, why: str = "", kind: str | None = None) -> Model:
-    """The bundled model of --task and `kind` (default -v: compact or compact_1step): the bundled
-    file (or --unet_ckpt), parameter-free first stage."""
-    kind = kind or args.version
-    try:
-        name = download.compact_name(args.task, kind)
-    except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    cfg = load_config(download.compact_config(args.task, kind))
+def load_compact(args, why: str = "") -> Model:
+    """The compact model of --task: the bundled file (or --unet_ckpt), parameter-free first stage."""
+    name = download.compact_name(args.task)
+    cfg = load_config(download.compact_config(args.task))
     given = _check_given("unet_ckpt", args.unet_ckpt)
-    path = given if given is not None else download.bundled_file(args.task, kind)
+    path = given if given is not None else download.bundled_file(args.task)
     if not path.is_file():
         raise SystemExit(f"error: the bundled compact model {path} is missing (it ships with the repository; "
                          "restore it, or give --unet_ckpt)")
@@ -233,19 +223,17 @@ def load_official(args) -> Model:
         bundled = download.bundled_file(args.task)
         if not bundled.is_file():
             raise SystemExit(download.no_model_message(e, bundled)) from None
-        return load_compact(args, why=f"official weights not found and not downloadable ({e.reason})",
-                            kind="compact")
+        return load_compact(args, why=f"official weights not found and not downloadable ({e.reason})")
     label = f"{args.task} {args.version}" if args.task == "realsr" else args.task
     kind = "official ResShift" if args.unet_ckpt is None else "ResShift"  # else: its architecture, given weights
     return Model(cfg, unet, vq, f"model: {kind} {label} ({wanted[0][0].path})")
 
 
 def load_model(args) -> Model:
-    """The model the flags select: --config (explicit paths) > `-v compact[_1step]` > official,
-    else bundled."""
+    """The model the flags select: --config (explicit paths) > `-v compact` > official, else bundled."""
     if args.config is not None:
         return load_explicit(args, load_config(args.config))
-    if args.version in download.BUNDLED_KINDS:
+    if args.version == "compact":
         return load_compact(args)
     return load_official(args)
 

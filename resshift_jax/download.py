@@ -34,9 +34,6 @@ CHUNK = 1 << 20
 BUNDLED_DIR = pathlib.Path(__file__).resolve().parent / "assets" / "compact"
 # task -> the compact model's config (a name, or a config file); its bundled UNet is <stem>.safetensors
 COMPACT_CONFIGS = {"bicsr": "compact_bicsr", "realsr": "compact_realsr"}
-# task -> the one-step student distilled from the compact model (`infer.py -v compact_1step`)
-ONE_STEP_CONFIGS = {"bicsr": "distill_compact_bicsr"}
-BUNDLED_KINDS = {"compact": COMPACT_CONFIGS, "compact_1step": ONE_STEP_CONFIGS}  # infer.py's -v
 
 
 class DownloadError(RuntimeError):
@@ -91,23 +88,21 @@ def official_files(task: str, version: str, weights_dir="weights") -> dict[str, 
                 vqgan=WeightFile("autoencoder (VQ f4)", d / VQGAN_FILE, f"{base}/{VQGAN_FILE}"))
 
 
-def compact_config(task: str, kind: str = "compact") -> str:
-    """The config (name or file, for `load_config`) of the bundled model of `task`: the compact
-    model (`kind="compact"`) or its one-step student (`"compact_1step"`)."""
-    table = BUNDLED_KINDS[kind]
-    if task not in table:
-        raise ValueError(f"no bundled {kind} model for task={task!r}; known: {sorted(table)}")
-    return table[task]
+def compact_config(task: str) -> str:
+    """The compact model's config (name or file, for `load_config`) for `task`."""
+    if task not in COMPACT_CONFIGS:
+        raise ValueError(f"no bundled compact model for task={task!r}; known: {sorted(COMPACT_CONFIGS)}")
+    return COMPACT_CONFIGS[task]
 
 
-def compact_name(task: str, kind: str = "compact") -> str:
-    """The bundled model's name (`compact_realsr`): its config's stem, its bundled file's stem."""
-    return pathlib.Path(compact_config(task, kind)).stem
+def compact_name(task: str) -> str:
+    """The compact model's name (`compact_realsr`): its config's stem, its bundled file's stem."""
+    return pathlib.Path(compact_config(task)).stem
 
 
-def bundled_file(task: str, kind: str = "compact") -> pathlib.Path:
-    """Path of the bundled UNet of `task` (BUNDLED_DIR and the tables read at call time)."""
-    return BUNDLED_DIR / f"{compact_name(task, kind)}.safetensors"
+def bundled_file(task: str) -> pathlib.Path:
+    """Path of the bundled compact UNet of `task` (BUNDLED_DIR and COMPACT_CONFIGS read at call time)."""
+    return BUNDLED_DIR / f"{compact_name(task)}.safetensors"
 
 
 def _temp_path(dest: pathlib.Path) -> pathlib.Path:

@@ -146,3 +146,18 @@ def test_teacher_is_sharded_as_the_student(setup):
     assert any(any(a is not None for a in spec) for spec in specs)  # some leaves are really split
     assert all(s.spec == shd.replicated(mesh).spec for s in jax.tree.leaves(got["unet_rest"]))
     assert frozen_shardings({"vq": {}, "teacher": {}}, mesh, min_size)["teacher"] == {}
+
+
+def test_compact_distillation_config_matches_its_teacher():
+    """configs/distill_compact_bicsr.py: the bundled compact bicsr model is the teacher, with its
+    own network and schedule (the chain it was trained for), and the student is served as one
+    network call."""
+    from resshift_jax.config import load_config
+    from resshift_jax.download import bundled_file
+    from resshift_jax.paths import resolve_project_path
+    cfg, teacher = load_config("distill_compact_bicsr"), load_config("compact_bicsr")
+    assert cfg.train.objective == "distill" and int(cfg.inference.x0_after) == 1
+    assert resolve_project_path(cfg.distill.teacher_ckpt).resolve() == bundled_file("bicsr").resolve()
+    assert cfg.model.to_dict() == teacher.model.to_dict()
+    assert cfg.diffusion.to_dict() == teacher.diffusion.to_dict()
+    assert float(cfg.distill.teacher_noise_scale) == 0.0 and tuple(cfg.distill.coef) == (1.0, 1.0, 1.0)

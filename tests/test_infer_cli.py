@@ -235,24 +235,6 @@ def test_compact_models_are_configured():
         assert download.bundled_file(task).name == f"compact_{task}.safetensors"
 
 
-def test_one_step_student_is_configured():
-    """`-v compact_1step`: the student distilled from the bundled compact bicsr model, served as
-    one network call (x0 after step 1) with the teacher's schedule; its teacher is the bundled
-    file. There is none for realsr, which is said in a message, not a traceback."""
-    from resshift_jax.config import load_config
-    from resshift_jax.paths import resolve_project_path
-    cfg = load_config(download.compact_config("bicsr", "compact_1step"))
-    teacher = load_config(download.compact_config("bicsr"))
-    assert cfg.name == download.compact_name("bicsr", "compact_1step") == "distill_compact_bicsr"
-    assert download.bundled_file("bicsr", "compact_1step").name == "distill_compact_bicsr.safetensors"
-    assert cfg.train.objective == "distill" and int(cfg.inference.x0_after) == 1
-    assert resolve_project_path(cfg.distill.teacher_ckpt).resolve() == download.bundled_file("bicsr").resolve()
-    assert cfg.diffusion.to_dict() == teacher.diffusion.to_dict() and cfg.model.to_dict() == teacher.model.to_dict()
-    for load in (cli_infer.intended_config, cli_infer.load_model):
-        with pytest.raises(SystemExit, match="no bundled compact_1step model for task='realsr'"):
-            load(args_of("--task", "realsr", "-v", "compact_1step"))
-
-
 @pytest.fixture(scope="module")
 def compact_bundle(tmp_path_factory):
     """{task: config file} and the folder holding their random-weight 'bundled' UNets."""
