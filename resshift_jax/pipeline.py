@@ -92,9 +92,10 @@ class SamplerSpec:
 
     @classmethod
     def from_config(cls, cfg) -> "SamplerSpec":
+        scale = cfg.inference.get("noise_scale", cls.noise_scale)  # configs saved before the key existed
         return cls(schedule.from_config(cfg.diffusion), int(cfg.diffusion.sf),
                    float(cfg.diffusion.scale_factor), int(cfg.inference.padding_offset),
-                   int(cfg.inference.x0_after), float(cfg.inference.get("noise_scale", cls.noise_scale)))  # older saved configs lack the key
+                   int(cfg.inference.x0_after), float(scale))
 
 
 def condition_latent(vq: nnx.Module, lq: jax.Array, *, sf: int, scale_factor: float) -> jax.Array:
@@ -144,9 +145,9 @@ def super_resolve(spec: SamplerSpec, unet: nnx.Module, vq: nnx.Module, lq: jax.A
     z_y = condition_latent(vq, lq, sf=spec.sf, scale_factor=spec.scale_factor)
     if noise is None:
         noise = per_image_noise(keys, z_y.shape, spec.schedule.num_timesteps, used=spec.draws_used)
-    x0, traj = diffusion.sample(spec.schedule, diffusion.float32_denoiser(unet), z_y, lq, noise=noise.astype(jnp.float32),
-                                return_trajectory=True, x0_after=spec.x0_after, noise_scale=spec.noise_scale,
-                                unroll=spec.unroll)
+    x0, traj = diffusion.sample(spec.schedule, diffusion.float32_denoiser(unet), z_y, lq,
+                                noise=noise.astype(jnp.float32), return_trajectory=True, x0_after=spec.x0_after,
+                                noise_scale=spec.noise_scale, unroll=spec.unroll)
     decoded = vq.decode(x0 / spec.scale_factor, quantize=True).astype(jnp.float32)
     image = jnp.clip(decoded[:, : h * spec.sf, : w * spec.sf], -1.0, 1.0)
     if not return_all:

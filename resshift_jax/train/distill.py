@@ -76,7 +76,8 @@ def make_distill_loss_fn(cfg, nets, sched):
         f_student = diffusion.float32_denoiser(student)
 
         z_teacher = jax.lax.stop_gradient(diffusion.sample(
-            sched, diffusion.float32_denoiser(teacher), z_y, lq, noise=jnp.concatenate([eps[None], steps]), noise_scale=teacher_scale))
+            sched, diffusion.float32_denoiser(teacher), z_y, lq, noise=jnp.concatenate([eps[None], steps]),
+            noise_scale=teacher_scale))
 
         def forward(x):  # x_T -> x̂0: one evaluation at t = T−1
             return diffusion.predict(sched, f_student, x, z_y, t_last, lq)
