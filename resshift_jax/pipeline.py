@@ -92,10 +92,9 @@ class SamplerSpec:
 
     @classmethod
     def from_config(cls, cfg) -> "SamplerSpec":
-        scale = cfg.inference.get("noise_scale", cls.noise_scale)  # configs saved before the key existed
         return cls(schedule.from_config(cfg.diffusion), int(cfg.diffusion.sf),
                    float(cfg.diffusion.scale_factor), int(cfg.inference.padding_offset),
-                   int(cfg.inference.x0_after), float(scale))
+                   int(cfg.inference.x0_after), float(cfg.inference.noise_scale))
 
 
 def condition_latent(vq: nnx.Module, lq: jax.Array, *, sf: int, scale_factor: float) -> jax.Array:

@@ -111,5 +111,7 @@ def test_unrolled_cost_counts_every_sampler_step():
     rolled = [flops(k, False) for k in (1, 4)]
     assert rolled[0] == rolled[1]  # why the unrolled program is needed
     a, b, c, d = (flops(k, True) for k in (1, 2, 3, 0))
-    assert a == rolled[0] and b - a > 0.05 * a  # one step: the same program rolled or not
+    # one step: the same operations rolled or not (the loop's own bookkeeping aside: 1.5e-4 apart
+    # in one CI run, equal in another)
+    assert a == pytest.approx(rolled[0], rel=1e-3) and b - a > 0.05 * a
     assert c - b == pytest.approx(b - a, rel=1e-3) and d - c == pytest.approx(b - a, rel=1e-3)

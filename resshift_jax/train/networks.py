@@ -127,7 +127,7 @@ def load_frozen_weights(cfg, vq, lp, *, strict: bool = True):
 
 def distilling(cfg) -> bool:
     """The one place that decides whether the objective is one-step distillation."""
-    objective = cfg.train.get("objective", "diffusion")
+    objective = str(cfg.train.objective)
     if objective not in ("diffusion", "distill"):
         raise ValueError(f"train.objective must be 'diffusion' or 'distill', got {objective!r}")
     return objective == "distill"
