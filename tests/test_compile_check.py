@@ -90,12 +90,13 @@ def test_compiled_inference_program_does_the_models_flops_on_cpu():
 
 
 def test_unrolled_cost_counts_every_sampler_step():
-    """XLA's cost analysis counts a loop body once: the rolled sampler's FLOPs do not depend on
-    how many steps run. Unrolled, they grow by one network step per step: with a, b, c, d the
-    FLOPs of 1, 2, 3 and 4 steps, b − a ≈ c − b ≈ d − c > 0. Each step is the same UNet call;
-    what differs is the sampler's elementwise bookkeeping on the 2x16x16x3 latent (measured:
-    steps of 286.747 / 286.756 / 286.767 MFLOP, ~1e4 FLOPs = a few per latent value apart), so
-    1e-3 relative; a loop body counted once would be off by a whole step (100%)."""
+    """XLA's cost analysis counts a loop body once: the rolled sampler's FLOPs barely depend on
+    how many steps run (only the extra noise draws outside the loop: 0.35 MFLOP here). Unrolled,
+    they grow by one network step per step: with a, b, c the FLOPs of 1, 2 and 3 steps,
+    b − a ≈ c − b > 0. Each step is the same UNet call and one noise draw; what differs is the
+    sampler's elementwise bookkeeping on the 2x16x16x3 latent (measured: steps of 286.747 /
+    286.756 MFLOP, ~1e4 FLOPs = a few per latent value apart), so 1e-3 relative; a loop body
+    counted once would be off by a whole step (100%)."""
     cfg = get_config()
     nets = build_models(cfg, abstract=True)
     plain = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731
@@ -109,9 +110,9 @@ def test_unrolled_cost_counts_every_sampler_step():
         return float((ca[0] if isinstance(ca, (list, tuple)) else ca)["flops"])  # lowered: no compile
 
     rolled = [flops(k, False) for k in (1, 4)]
-    assert rolled[0] == rolled[1]  # why the unrolled program is needed
-    a, b, c, d = (flops(k, True) for k in (1, 2, 3, 0))
-    # one step: the same operations rolled or not (the loop's own bookkeeping aside: 1.5e-4 apart
-    # in one CI run, equal in another)
-    assert a == pytest.approx(rolled[0], rel=1e-3) and b - a > 0.05 * a
-    assert c - b == pytest.approx(b - a, rel=1e-3) and d - c == pytest.approx(b - a, rel=1e-3)
+    a, b, c = (flops(k, True) for k in (1, 2, 3))
+    step = b - a
+    assert step > 0.05 * a
+    assert abs(rolled[1] - rolled[0]) < 0.01 * step  # why the unrolled program is needed
+    assert a == pytest.approx(rolled[0], rel=1e-3)  # one step: the same operations rolled or not
+    assert c - b == pytest.approx(step, rel=1e-3)
