@@ -202,6 +202,20 @@ def training_losses(s: Schedule, denoiser: Denoiser, z_start, z_y, t, lq, noise,
     return dict(mse=mse, loss=loss, z_t=z_t, pred_zstart=predict_xstart(s, model_output, z_t, z_y, t))
 
 
+def steps_run(T: int, x0_after: int) -> int:
+    """How many of the T reverse steps `sample` runs for `x0_after` (0 or T: all of them)."""
+    k = int(x0_after)
+    if not 0 <= k <= T:
+        raise ValueError(f"sample: x0_after={k} must be in 0..T={T}")
+    return T if k in (0, T) else k
+
+
+def noise_draws_read(T: int, x0_after: int, noise_scale: float) -> int:
+    """How many of the T+1 noise draws (prior first) `sample` reads: the prior, then one per step
+    run, none at noise scale 0 (deterministic steps)."""
+    return 1 + (steps_run(T, x0_after) if float(noise_scale) > 0 else 0)
+
+
 def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = None,
            noise: jax.Array | None = None, clip_denoised: bool = False, return_trajectory: bool = False,
            x0_after: int = 0, noise_scale: float = 1.0, unroll: bool = False):
@@ -225,10 +239,7 @@ def sample(s: Schedule, denoiser: Denoiser, z_y, lq, *, key: jax.Array | None = 
     analysis, which counts a loop body once whatever its trip count.
     """
     T = s.num_timesteps
-    k = int(x0_after)
-    if not 0 <= k <= T:
-        raise ValueError(f"sample: x0_after={k} must be in 0..T={T}")
-    run = T if k in (0, T) else k
+    run = steps_run(T, x0_after)
     scale = float(noise_scale)
     if not 0.0 <= scale <= 1.0:
         raise ValueError(f"sample: noise_scale={noise_scale} must be in [0, 1]")

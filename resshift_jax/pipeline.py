@@ -84,11 +84,8 @@ class SamplerSpec:
 
     @property
     def draws_used(self) -> int:
-        """How many of the T+1 noise draws the sampler reads: the prior, then one per step run
-        (none at noise scale 0, where the steps are deterministic)."""
-        T = self.schedule.num_timesteps
-        run = T if self.x0_after in (0, T) else self.x0_after
-        return 1 + (run if self.noise_scale > 0 else 0)
+        """How many of the T+1 noise draws the sampler reads (`diffusion.noise_draws_read`)."""
+        return diffusion.noise_draws_read(self.schedule.num_timesteps, self.x0_after, self.noise_scale)
 
     @classmethod
     def from_config(cls, cfg) -> "SamplerSpec":

@@ -150,17 +150,20 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     lq = int(lq_size or cfg.model.lq_size)
     rep = shd.replicated(mesh)
     keys_sh = shd.batch_sharding(mesh, 1)
-    fn = jax.jit(inference_program(cfg, nets),
-                 in_shardings=(trainer.state_shardings.ema_params, rep, bsh, keys_sh), out_shardings=bsh)
     abs_params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, jnp.float32, sharding=s),
                               nets.unet_params, trainer.state_shardings.ema_params)
     served = {k: v for k, v in nets.frozen.items() if k != "teacher"}  # a distillation teacher only trains
     abs_frozen = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=rep), served)
     keys_abs = jax.ShapeDtypeStruct((ib,), jax.random.key(0).dtype, sharding=keys_sh)
+
+    def compile_infer(unroll: bool):
+        fn = jax.jit(inference_program(cfg, nets, unroll=unroll),
+                     in_shardings=(trainer.state_shardings.ema_params, rep, bsh, keys_sh), out_shardings=bsh)
+        return fn.lower(abs_params, abs_frozen, jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh),
+                        keys_abs).compile()
+
     t0 = time.perf_counter()
-    lowered_i = fn.lower(abs_params, abs_frozen,
-                         jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), keys_abs)
-    compiled_i = lowered_i.compile()
+    compiled_i = compile_infer(unroll=False)
     report["infer_compile_s"] = time.perf_counter() - t0
     report["infer_batch"], report["infer_lq"] = ib, lq
     report["infer_batch_per_chip"] = per_chip = ib // shd.batch_size_divisor(mesh)
@@ -168,9 +171,7 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     # the cost of every sampler step: the unrolled program (the same computation), compiled for
     # the target once more, since XLA's cost analysis counts the rolled loop's body once
     t0 = time.perf_counter()
-    unrolled = jax.jit(inference_program(cfg, nets, unroll=True), in_shardings=(
-        trainer.state_shardings.ema_params, rep, bsh, keys_sh), out_shardings=bsh).lower(
-        abs_params, abs_frozen, jax.ShapeDtypeStruct((ib, lq, lq, 3), jnp.float32, sharding=bsh), keys_abs).compile()
+    unrolled = compile_infer(unroll=True)
     report["infer_unrolled_compile_s"] = time.perf_counter() - t0
     plain = lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype)  # noqa: E731 - no sharding: local backend
     model_lowered = jax.jit(inference_program(cfg, nets, unroll=True)).lower(
