@@ -25,6 +25,7 @@ skipped unless --overwrite; a bad file is reported and the rest still processed 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import os
 import pathlib
@@ -238,22 +239,27 @@ def load_model(args) -> Model:
     return load_official(args)
 
 
-_PIPELINES: dict = {}  # in-process reuse (repeated main() calls keep their compiled programs)
+_MODELS: dict = {}     # in-process reuse: a model is loaded once per model-selecting flags,
+_PIPELINES: dict = {}  # and its pipeline (compiled programs) built once per sampler setting
 
 
 def _loaded(args) -> tuple[SRPipeline, str]:
-    key = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype,
-           args.no_download, args.x0_after, args.noise_scale)
+    which = (args.config, args.task, args.version, args.unet_ckpt, args.vae_ckpt, args.weights_dir, args.dtype,
+             args.no_download)
+    key = which + (args.x0_after, args.noise_scale)
     if key not in _PIPELINES:
-        m = load_model(args)
+        if which not in _MODELS:
+            _MODELS[which] = load_model(args)
+        m = _MODELS[which]
+        cfg = copy.deepcopy(m.config)  # the sampler settings below are this pipeline's own
         if args.x0_after is not None:
-            steps = int(m.config.diffusion.steps)
+            steps = int(cfg.diffusion.steps)
             if not 0 <= args.x0_after <= steps:
                 raise SystemExit(f"error: --x0_after {args.x0_after} must be in 0..{steps} (the model's steps)")
-            m.config.inference.x0_after = args.x0_after
+            cfg.inference.x0_after = args.x0_after
         if args.noise_scale is not None:
-            m.config.inference.noise_scale = args.noise_scale
-        _PIPELINES[key] = (SRPipeline(m.unet, m.first_stage, m.config), m.line)
+            cfg.inference.noise_scale = args.noise_scale
+        _PIPELINES[key] = (SRPipeline(m.unet, m.first_stage, cfg), m.line)
     return _PIPELINES[key]
 
 
@@ -354,19 +360,22 @@ def write_result(sr: np.ndarray, meta, out: pathlib.Path, ext_flag: str, inputs:
     return imageio.write_image(out, img, meta, alpha=alpha, png_level=png_level)
 
 
-def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
+def run(pipe, todo, root, args, settings, *, stats: dict | None = None, on_tiles=None) -> int:
     """Super-resolve `todo` [(in_file, out_file)] and write the results, streaming: images are
     decoded ahead and written behind on `args.io_threads` host threads each while the device
     computes (bounded: a few batches of images on the host at any time); 0 threads runs
     everything in this thread. The bytes written do not depend on it. `stats` (a dict) receives
-    the counts and timings of the run."""
-    failed, done = [], 0
+    the counts and timings of the run and, under "errors", one message per failed file.
+    `on_tiles(n)` is called with the number of tiles computed so far after each device batch."""
+    failed, done, errors = [], 0, []
     bar = tqdm(total=len(todo), unit="img", disable=args.no_progress, dynamic_ncols=True)
     tiles_done = [0]
 
     def on_batch(n):
         tiles_done[0] += n
         bar.set_postfix(tiles=tiles_done[0], refresh=False)
+        if on_tiles is not None:
+            on_tiles(tiles_done[0])
 
     threads = io_threads(getattr(args, "io_threads", None))
     runner = tiling.TiledRunner(lambda lq, keys: pipe(lq, key=keys), sf=pipe.sf,
@@ -392,6 +401,7 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
         for f, out, lq, meta, err in streaming.prefetch_map(decode, todo, workers=threads, ahead=queue):
             if err is not None:
                 failed.append(str(f))
+                errors.append(str(err))
                 bar.write(f"FAILED {err}")
                 bar.update(1)
                 continue
@@ -405,7 +415,8 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
                 done += 1
             else:
                 failed.append(tag)
-                bar.write(f"FAILED {tag}: cannot write {out} ({type(err).__name__}: {err})")
+                errors.append(f"{tag}: cannot write {out} ({type(err).__name__}: {err})")
+                bar.write(f"FAILED {errors[-1]}")
             bar.update(1)
 
     t0 = time.perf_counter()
@@ -418,7 +429,7 @@ def run(pipe, todo, root, args, settings, *, stats: dict | None = None) -> int:
     bar.close()
     secs = time.perf_counter() - t0
     if stats is not None:
-        stats.update(images=done, failed=len(failed), wall_s=secs, batches=runner.batches_run,
+        stats.update(images=done, failed=len(failed), errors=errors, wall_s=secs, batches=runner.batches_run,
                      tiles=tiles_done[0], shapes={str(k): sorted(v) for k, v in runner.batch_sizes_run.items()})
     print(f"Done: {done} image(s), failed: {len(failed)}, {secs:.1f} s, {done / max(secs, 1e-9):.2f} images/s "
           f"-> {args.out_path}")

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.12 (if missing) and install this project into it, editable:
 #   bash scripts/setup_env.sh        -> pip install -e .        (requirements.txt; run.sh)
-#   bash scripts/setup_env.sh test   -> pip install -e .[test]  (+ requirements-test.txt; test.sh)
+#   bash scripts/setup_env.sh test   -> pip install -e .[test,demo]  (+ requirements-test.txt and
+#                                       requirements-demo.txt: the tests drive the demo too; test.sh)
+#   bash scripts/setup_env.sh demo   -> pip install -e .[demo]  (+ requirements-demo.txt; demo.sh)
 # pyproject.toml reads its dependencies from the requirements files, so they stay the one list.
 # Safe to run repeatedly: it reinstalls only when pyproject.toml or a requirements file changes,
 # so later runs need no network. setuptools is installed into .venv and the build runs without
@@ -21,11 +23,11 @@ if [ ! -x .venv/bin/python ]; then
   $PY -m venv .venv
 fi
 case "${1:-}" in
-  "") target="." ;;
-  test | requirements-test.txt) target=".[test]" ;;  # (the file name: what older callers passed)
-  *) echo "error: setup_env.sh [test], got '$1'" >&2; exit 2 ;;
+  "") target="." stamp=".venv/.install.sha" ;;
+  test | requirements-test.txt) target=".[test,demo]" stamp=".venv/.install-test.sha" ;;  # (file name: older callers)
+  demo) target=".[demo]" stamp=".venv/.install-demo.sha" ;;
+  *) echo "error: setup_env.sh [test|demo], got '$1'" >&2; exit 2 ;;
 esac
-stamp=".venv/.install${1:+-test}.sha"
 want=$(cat pyproject.toml requirements*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: pip install -e '$target' into .venv (log: .venv/pip.log)"

@@ -70,20 +70,19 @@ def test_pipeline_reproduces_reference_sampler(models, fixtures_dir, name):
 def test_pipeline_deterministic_sampler_follows_the_config(models, fixtures_dir):
     """inference.noise_scale = 0 reaches the sampler inside the one program: on the fixture's
     v3 input the chain no longer depends on the step draws (only on the prior's), and it
-    differs from the reference chain, which does."""
+    differs from the reference chain on the same draws (the fixture's output, which the parity
+    test above reproduces within 1e-3; the two chains' outputs differ by up to 2.0, the whole
+    range, here)."""
     ref = dict(np.load(fixtures_dir / "sampler_tiny_v3.npz"))
     lq, noise = to_nhwc(ref["lq"]), to_nhwc(ref["noise"]).astype(np.float32)
     cfg = tiny_config("v3")
     cfg.inference.noise_scale = 0.0
     pipe = SRPipeline(*models, cfg)
-    out = pipe(lq, noise=noise, return_all=True)
+    out = np.asarray(pipe(lq, noise=noise))
     moved = noise.copy()
     moved[1:] = np.random.default_rng(9).normal(size=moved[1:].shape)
-    np.testing.assert_array_equal(pipe(lq, noise=moved), out["image"])
-    np.testing.assert_array_equal(out["x_t"][0], pipe(lq, noise=moved, return_all=True)["x_t"][0])
-    stochastic = SRPipeline(*models, tiny_config("v3"))
-    assert np.abs(np.asarray(stochastic(lq, noise=moved)) - np.asarray(stochastic(lq, noise=noise))).max() > 1e-3
-    assert np.abs(np.asarray(stochastic(lq, noise=noise)) - np.asarray(out["image"])).max() > 1e-3
+    np.testing.assert_array_equal(np.asarray(pipe(lq, noise=moved)), out)
+    assert np.abs(np.clip(to_nhwc(ref["decoded"]), -1, 1) - out).max() > 1e-2
 
 
 def test_pipeline_key_mode_is_per_image_and_reproducible(models):

@@ -34,6 +34,7 @@ SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scrip
 # here), or None with the reason nothing runs it in the suite.
 COVERED_BY = {
     "infer.py": "tests/test_infer_cli.py",
+    "app.py": "tests/test_app.py",  # demo.sh's server, driven in headless Chromium
     "train.py": "tests/test_train_loop.py",
     "resshift_jax.study": "tests/test_study.py",
     "resshift_jax.evaluate": "tests/test_evaluate.py",
@@ -141,7 +142,8 @@ def _parse_only(kind, target, args, monkeypatch):
 def test_the_readme_documents_the_main_commands():
     """The pattern finds the commands (a README rewrite that hid them would make this file vacuous)."""
     targets = {c[1] for c in COMMANDS}
-    for expected in ("infer.py", "train.py", "resshift_jax.evaluate", "resshift_jax.study", "run.sh", "test.sh"):
+    for expected in ("infer.py", "train.py", "resshift_jax.evaluate", "resshift_jax.study", "run.sh", "test.sh",
+                     "demo.sh"):
         assert expected in targets, f"no README command runs {expected}: found {sorted(targets)}"
 
 
@@ -157,11 +159,14 @@ def test_readme_command_parses(cmd, monkeypatch):
 
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if c[0] == "shell"], ids=_id)
 def test_readme_shell_command(cmd, monkeypatch):
-    """run.sh passes its arguments to infer.py, test.sh to pytest; other scripts take a mode word."""
+    """run.sh passes its arguments to infer.py, demo.sh to app.py, test.sh to pytest; other scripts
+    take a mode word."""
     _, target, args = cmd
     if target == "run.sh":  # no arguments: its own default command line (`set -- ...`)
         default = re.search(r"^\s*set -- (.+)$", (ROOT / "run.sh").read_text(), re.M)
         _parse_only("script", "infer.py", list(args) or shlex.split(default.group(1)), monkeypatch)
+    elif target == "demo.sh":
+        _parse_only("script", "app.py", list(args), monkeypatch)
     elif target == "test.sh":
         res = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                               "tests/test_schedule.py", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -177,7 +182,7 @@ def _entry_key(cmd):
     if kind == "entry":
         return SCRIPTS[target].split(":")[0]
     if kind == "shell":
-        return "infer.py" if target == "run.sh" else None
+        return {"run.sh": "infer.py", "demo.sh": "app.py"}.get(target)
     return {"resshift_jax.cli_infer": "infer.py"}.get(target, target)
 
 

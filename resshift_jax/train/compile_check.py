@@ -115,7 +115,7 @@ def inference_program(cfg, nets, *, unroll: bool = False):
 
 def check(config, *, topology: str | None = None, batch: int | None = None, mesh_shape=None,
           infer_batch: int | None = None, lq_size: int | None = None, accum_steps: int | None = None,
-          infer_only: bool = False) -> dict:
+          infer_only: bool = False, with_cost: bool = True) -> dict:
     cfg = load_config(config)
     cfg.unlock() if hasattr(cfg, "unlock") else None
     if batch:
@@ -168,6 +168,8 @@ def check(config, *, topology: str | None = None, batch: int | None = None, mesh
     report["infer_batch"], report["infer_lq"] = ib, lq
     report["infer_batch_per_chip"] = per_chip = ib // shd.batch_size_divisor(mesh)
     report["infer"] = memory_report(compiled_i)
+    if not with_cost:
+        return report
     # the cost of every sampler step: the unrolled program (the same computation), compiled for
     # the target once more, since XLA's cost analysis counts the rolled loop's body once
     t0 = time.perf_counter()
@@ -194,10 +196,12 @@ def main(argv=None):
     p.add_argument("--infer_batch", type=int, default=None)
     p.add_argument("--lq_size", type=int, default=None)
     p.add_argument("--infer_only", action="store_true", help="compile only the inference program (minutes, not an hour)")
+    p.add_argument("--no_cost", action="store_true",
+                   help="no FLOP/byte cost and roofline (they compile the unrolled inference program once more)")
     a = p.parse_args(argv)
     mesh = tuple(int(x) for x in a.mesh.split(",")) if a.mesh else None
     rep = check(a.config, topology=a.topology, batch=a.batch, mesh_shape=mesh, infer_batch=a.infer_batch,
-                lq_size=a.lq_size, accum_steps=a.accum_steps, infer_only=a.infer_only)
+                lq_size=a.lq_size, accum_steps=a.accum_steps, infer_only=a.infer_only, with_cost=not a.no_cost)
     print(json.dumps(rep, indent=1))
 
 
