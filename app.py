@@ -23,6 +23,7 @@ import html  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+import traceback  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
@@ -114,6 +115,10 @@ def build(demo, examples_dir=EXAMPLES):
                          progress=lambda frac, desc: progress(frac, desc=desc))
         except DemoError as e:
             return None, None, f"⚠️ **Could not process** — {html.escape(str(e))}", ""
+        except Exception as e:  # noqa: BLE001 - a failure of this request only: report it and keep serving
+            traceback.print_exc()
+            return None, None, (f"⚠️ **Failed** — {html.escape(type(e).__name__)}: {html.escape(str(e))} "
+                                "(the server log has the traceback)"), ""
         return (str(r.bicubic_preview), str(r.sr_preview)), str(r.output), _status(r), r.command
 
     # delete_cache: Gradio's copies of uploads and results older than an hour, checked hourly

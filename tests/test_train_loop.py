@@ -25,9 +25,10 @@ TIMEOUT = 600
 
 def _env(cache, devices=8):
     env = dict(os.environ)
+    # train.py sets its cache from RESSHIFT_JAX_CACHE_DIR (compile_cache.configure), which the
+    # suite sets to off: JAX's own variable alone would be overridden and every process compile
     env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
-               JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-               PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+               RESSHIFT_JAX_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(k, None)
     return env
