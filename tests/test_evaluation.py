@@ -69,25 +69,35 @@ def test_score_conventions():
         {"mean": 2.0, "std": 1.0, "n": 2, "n_excluded": 1}
 
 
-def test_validation_is_float32_with_fresh_noise():
+def test_validation_is_float32_with_fresh_noise(tmp_path):
     """The validator of a bf16 (use_amp) trainer gives exactly the numbers of an fp32 trainer with
     the same parameters (it computes in float32, as the reference), and other noise at another
-    step; its seed is never the train state's."""
+    step; its seed is never the train state's. Through a persistent compilation cache: the fp32
+    trainer's validator finds every program of the bf16 one's already compiled (the same
+    float32 programs), which also spares the suite their second compilation."""
+    from resshift_jax import compile_cache
     from resshift_jax import sharding as shd
     from resshift_jax.train.trainer import Trainer
     from resshift_jax.train.validation import Validator, val_seed
 
-    out = {}
-    for amp in (True, False):
-        cfg = load_config("tiny")
-        cfg.train.use_amp = amp
-        cfg.train.loss_coef = (1.0, 0.0)
-        cfg.data.val.length = 1
-        cfg.train.batch = (8, 1)
-        trainer = Trainer(cfg, shd.mesh_from_config(cfg))
-        state = trainer.init_state()
-        v = Validator(trainer, cfg)
-        out[amp] = (v(state, 10), v(state, 20))
+    out, new_programs = {}, {}
+    compile_cache.enable(tmp_path / "xla")
+    try:
+        for amp in (True, False):
+            cfg = load_config("tiny")
+            cfg.train.use_amp = amp
+            cfg.train.loss_coef = (1.0, 0.0)
+            cfg.data.val.length = 1
+            cfg.train.batch = (8, 1)
+            trainer = Trainer(cfg, shd.mesh_from_config(cfg))
+            state = trainer.init_state()
+            v = Validator(trainer, cfg)
+            before = compile_cache.counts()["misses"]
+            out[amp] = (v(state, 10), v(state, 20))
+            new_programs[amp] = compile_cache.counts()["misses"] - before
+    finally:
+        compile_cache.disable()
+    assert new_programs[True] > 0 and new_programs[False] == 0, new_programs
     assert out[True] == out[False]  # exact: same float32 program on the same parameters
     a, b = out[True]
     assert a["val_seed"] == val_seed(cfg.train.seed, 10) != b["val_seed"] and cfg.train.seed not in (a["val_seed"], b["val_seed"])
