@@ -20,6 +20,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no teleme
 
 import argparse  # noqa: E402
 import html  # noqa: E402
+import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -27,7 +28,6 @@ import traceback  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 EXAMPLES = HERE / "examples"
-UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
 
 # Radio choices of models whose files are missing are disabled in the page (Gradio's Radio has no
 # per-choice switch): this script greys out every choice listed in the #model element's
@@ -73,7 +73,7 @@ def _unavailable_html(choices, weights_dir) -> str:
     """The models that cannot run here and their missing files (small grey text under the
     controls; its data-off attribute is what the page's script greys out)."""
     off = [c for c in choices if not c.available]
-    data = html.escape(str([c.label for c in off]).replace("'", '"'))
+    data = html.escape(json.dumps([c.label for c in off]))
     if not off:
         return f'<div data-off="{data}"></div>'
     rows = "".join(f"<li>{html.escape(c.label)}: {html.escape(', '.join(c.missing))}</li>" for c in off)
@@ -93,6 +93,7 @@ def build(demo, examples_dir=EXAMPLES):
     import gradio as gr
 
     from resshift_jax.demo import TILE_CHOICES, DemoError
+    from resshift_jax.imageio import IMAGE_EXTS
 
     choices = demo.choices()
     by_label = {c.label: c for c in choices}
@@ -129,7 +130,7 @@ def build(demo, examples_dir=EXAMPLES):
                     "upsampling (left) with the result (right).")
         with gr.Row():
             with gr.Column(scale=1):
-                upload = gr.File(label="Low-resolution image", file_types=UPLOAD_TYPES, type="filepath",
+                upload = gr.File(label="Low-resolution image", file_types=list(IMAGE_EXTS), type="filepath",
                                  elem_id="upload")
                 if examples:
                     gr.Examples(examples=examples, inputs=[upload], label="Examples (one click)")

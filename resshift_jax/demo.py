@@ -223,12 +223,13 @@ class Demo:
         total = len(tiling.tile_boxes(h, w, settings["chop"], settings["stride"])) \
             if tiling.needs_chop(h, w, settings["chop"]) else 1
         calls = int(args.x0_after)
-        say(0.0, f"tile 0/{total} ({calls} network call{'s' * (calls > 1)} per tile)")
+        per_tile = f"{calls} network call{'s' * (calls > 1)} per tile"
+        say(0.0, f"tile 0/{total} ({per_tile})")
         files, root = imageio.list_images(req / "in" / name)
         todo, _ = cli_infer.plan_outputs(files, root, args)
         stats: dict = {}
         cli_infer.run(pipe, todo, root, args, settings, stats=stats,
-                      on_tiles=lambda n: say(n / total, f"tile {n}/{total} ({calls} network calls per tile)"))
+                      on_tiles=lambda n: say(n / total, f"tile {n}/{total} ({per_tile})"))
         if stats.get("errors"):
             raise DemoError(stats["errors"][0].replace(str(req / "in") + "/", ""))
         out = todo[0][1]
