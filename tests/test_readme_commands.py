@@ -42,6 +42,7 @@ COVERED_BY = {
     "resshift_jax.weights": "tests/test_weights.py",  # test_convert_cli
     "resshift_jax.data.pack": "tests/test_data_sources.py",  # pack.pack / pack.pack_tfds, the CLI's body
     "scripts/compact_report.py": "tests/test_compact_report.py",
+    "scripts/average_predictions.py": "tests/test_average_predictions.py",
     "scripts/make_realsr_pairs.py": None,  # compiles the device degradation (~20 s): the trainer's data path, tested in test_train_input
     "scripts/sweep_compact.py": None,  # trains 6 arms with train.py (~20 min): train.py is covered; parse only
     "bench/bench_infer.py": None,  # a benchmark (timed runs): parse only
