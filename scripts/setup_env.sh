@@ -30,13 +30,15 @@ case "${1:-}" in
 esac
 want=$(cat pyproject.toml requirements*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  # uv (itself one wheel from the registry) resolves and installs the set in ~15 s where pip takes
-  # ~90 s on a cold cache; pip does it when uv cannot. (uv reads no pip.conf: its find-links and
-  # torch caps concern packages this project does not install.)
+  # uv (itself one wheel from the registry) resolves and installs the set in ~45 s where pip takes
+  # ~90 s on a cold cache; pip does it when uv cannot. --compile-bytecode as pip does: where
+  # PYTHONDONTWRITEBYTECODE is set (CI sets it) every process would otherwise compile jax's
+  # sources again at import (measured: the suite 25% slower). (uv reads no pip.conf: its
+  # find-links and torch caps concern packages this project does not install.)
   echo "setup: install -e '$target' into .venv with uv, or pip (log: .venv/pip.log)"
   UV=(.venv/bin/python -m uv pip install --python .venv/bin/python)
   if ! { .venv/bin/python -m pip install uv && "${UV[@]}" "setuptools>=69" \
-         && "${UV[@]}" --no-build-isolation -e "$target"; } > .venv/pip.log 2>&1; then
+         && "${UV[@]}" --compile-bytecode --no-build-isolation -e "$target"; } > .venv/pip.log 2>&1; then
     echo "setup: uv failed (the end of its log follows); installing with pip" >&2
     tail -n 5 .venv/pip.log >&2
     if ! { .venv/bin/python -m pip install --upgrade pip "setuptools>=69" \
