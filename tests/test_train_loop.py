@@ -1,5 +1,5 @@
 """train.py end to end on the micro config: kill-and-resume exactness (SIGKILL), and 2 processes on
-127.0.0.1 computing 1 process's steps with the same global batch. Subprocesses share a persistent
+127.0.0.1 computing 1 process's step with the same global batch. Subprocesses share a persistent
 compilation cache so only the first run of each program compiles."""
 
 import json
@@ -119,22 +119,23 @@ def _two_processes(workdir, cache, *extra):
 
 
 def test_two_processes_match_one(tmp_path, cache, reference_run):
-    """Step 1 from the start, and step 3 from the 1-process run's checkpoint of step 2 (restored
-    onto 2 processes): each a one-step comparison with the 1-process run (same state, same global
-    batch; only the gradient all-reduce is split over processes), so the tolerance is the
-    float32 reduction-order bound. (Two runs are not compared over several steps: Adam's first
-    updates are ~lr·sign(g), so rounding-level gradients give lr-sized parameter differences.)"""
-    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
-    _two_processes(fresh, cache, "--stop_at=1")
+    """Step 3 from the 1-process run's checkpoint of step 2, restored onto 2 processes of 4
+    devices: the same state and global batch, only the gradient all-reduce split over processes,
+    so a one-step comparison with the 1-process run at the float32 reduction-order bound. (Two
+    runs are not compared over several steps: Adam's first updates are ~lr·sign(g), so
+    rounding-level gradients give lr-sized parameter differences.) This also covers restoring a
+    checkpoint onto another process count. A second 2-process run from the initial state (step 1)
+    was left out to keep the suite short: the sharded init is the jitted program every 1-process
+    run of this file runs, with the same key, whichever process holds a shard."""
+    resumed = tmp_path / "resumed"
     shutil.copytree(reference_run / "checkpoints" / "2", resumed / "checkpoints" / "2")
     _two_processes(resumed, cache, "--stop_at=3")
     ref = {r["step"]: r for r in _records(reference_run)}
-    for wd, step in ((fresh, 1), (resumed, 3)):
-        recs = _records(wd)
-        assert [r["step"] for r in recs] == [step]
-        got = [recs[0]["loss"], recs[0]["grad_norm"]]
-        np.testing.assert_allclose(got, [ref[step]["loss"], ref[step]["grad_norm"]], rtol=ONE_STEP_RTOL, atol=0,
-                                   err_msg=f"step {step} (loss, grad norm): 2 processes vs 1")
+    recs = _records(resumed)
+    assert [r["step"] for r in recs] == [3]
+    got = [recs[0]["loss"], recs[0]["grad_norm"]]
+    np.testing.assert_allclose(got, [ref[3]["loss"], ref[3]["grad_norm"]], rtol=ONE_STEP_RTOL, atol=0,
+                               err_msg="step 3 (loss, grad norm): 2 processes vs 1")
 
 
 class _ScriptedTrainer:
