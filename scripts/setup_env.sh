@@ -7,7 +7,7 @@
 # pyproject.toml reads its dependencies from the requirements files, so they stay the one list.
 # Safe to run repeatedly: it reinstalls only when pyproject.toml or a requirements file changes,
 # so later runs need no network. setuptools is installed into .venv and the build runs without
-# isolation, so an editable install needs nothing beyond what has already been fetched once.
+# isolation, so an editable install needs nothing beyond what pip has already fetched once.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x .venv/bin/python ]; then
@@ -30,23 +30,12 @@ case "${1:-}" in
 esac
 want=$(cat pyproject.toml requirements*.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  # uv (itself one wheel from the registry) resolves and installs the set in ~45 s where pip takes
-  # ~90 s on a cold cache; pip does it when uv cannot. --compile-bytecode as pip does: where
-  # PYTHONDONTWRITEBYTECODE is set (CI sets it) every process would otherwise compile jax's
-  # sources again at import (measured: the suite 25% slower). (uv reads no pip.conf: its
-  # find-links and torch caps concern packages this project does not install.)
-  echo "setup: install -e '$target' into .venv with uv, or pip (log: .venv/pip.log)"
-  UV=(.venv/bin/python -m uv pip install --python .venv/bin/python)
-  if ! { .venv/bin/python -m pip install uv && "${UV[@]}" "setuptools>=69" \
-         && "${UV[@]}" --compile-bytecode --no-build-isolation -e "$target"; } > .venv/pip.log 2>&1; then
-    echo "setup: uv failed (the end of its log follows); installing with pip" >&2
-    tail -n 5 .venv/pip.log >&2
-    if ! { .venv/bin/python -m pip install --upgrade pip "setuptools>=69" \
-           && .venv/bin/python -m pip install --no-build-isolation -e "$target"; } >> .venv/pip.log 2>&1; then
-      tail -n 40 .venv/pip.log >&2
-      echo "error: pip install failed (full log: .venv/pip.log)" >&2
-      exit 2
-    fi
+  echo "setup: pip install -e '$target' into .venv (log: .venv/pip.log)"
+  if ! { .venv/bin/python -m pip install --upgrade pip "setuptools>=69" \
+         && .venv/bin/python -m pip install --no-build-isolation -e "$target"; } > .venv/pip.log 2>&1; then
+    tail -n 40 .venv/pip.log >&2
+    echo "error: pip install failed (full log: .venv/pip.log)" >&2
+    exit 2
   fi
   echo "$want" > "$stamp"
 fi
