@@ -199,7 +199,7 @@ def val_pairs(cfg, *, crop: int = 0) -> list[Pair]:
 def paired_files(pred_dir, gt_dir, *, allow_unpaired: bool = False) -> list[tuple[str, pathlib.Path, pathlib.Path]]:
     """[(name, pred, gt)] sorted by name: files paired by relative path without extension
     (`a.png` <-> `a.jpg`); unpaired files are an error unless allowed."""
-    pred, gt = _by_stem(pred_dir), _by_stem(gt_dir)
+    pred, gt = by_stem(pred_dir), by_stem(gt_dir)
     no_gt, no_pred = sorted(set(pred) - set(gt)), sorted(set(gt) - set(pred))
     if (no_gt or no_pred) and not allow_unpaired:
         msg = []
@@ -214,7 +214,7 @@ def paired_files(pred_dir, gt_dir, *, allow_unpaired: bool = False) -> list[tupl
     return [(s, pred[s], gt[s]) for s in common]
 
 
-def _by_stem(folder) -> dict[str, pathlib.Path]:
+def by_stem(folder) -> dict[str, pathlib.Path]:
     """{relative path without extension: file}; two files with one stem are an error."""
     folder = pathlib.Path(folder)
     out: dict[str, pathlib.Path] = {}

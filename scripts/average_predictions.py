@@ -26,12 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from resshift_jax.evaluation import EvaluationError, paired_files  # noqa: E402
+from resshift_jax.evaluation import EvaluationError, by_stem  # noqa: E402
 from resshift_jax.imageio import ImageReadError, read_image, write_image  # noqa: E402
-
-
-def _by_stem_names(folder) -> list[str]:
-    return [s for s, _, _ in paired_files(folder, folder)]
 
 
 def average_folders(folders: list, out) -> dict:
@@ -40,22 +36,21 @@ def average_folders(folders: list, out) -> dict:
     if len(folders) < 2:
         raise ValueError(f"need at least two prediction folders, got {len(folders)}")
     first = folders[0]
-    stems = _by_stem_names(first)
-    per_folder = []  # per other folder: [(stem, its file, first's file)], in the order of `stems`
-    for f in folders[1:]:
-        pairs = paired_files(f, first, allow_unpaired=True)
-        other = set(_by_stem_names(f))
-        missing, extra = sorted(set(stems) - other), sorted(other - set(stems))
+    files_of = [by_stem(f) for f in folders]  # {stem: file} per folder, as `evaluate` pairs them
+    stems = sorted(files_of[0])
+    if not stems:
+        raise EvaluationError(f"no images in {first}")
+    for f, files in zip(folders[1:], files_of[1:]):
+        missing, extra = sorted(set(stems) - set(files)), sorted(set(files) - set(stems))
         if missing or extra:
             raise EvaluationError(f"{f} does not hold the images of {first}: "
                                   + "; ".join(w for w in (missing and f"missing {', '.join(missing[:10])}",
                                                           extra and f"not in {first}: {', '.join(extra[:10])}") if w))
-        per_folder.append(pairs)
     out = pathlib.Path(out)
     sq = np.zeros(len(folders))
     n_px = 0
-    for i, (stem, _, f0) in enumerate(per_folder[0]):
-        files = [f0] + [pf[i][1] for pf in per_folder]
+    for stem in stems:
+        files = [fs[stem] for fs in files_of]
         imgs, metas = zip(*(read_image(f) for f in files))
         for f, im in zip(files[1:], imgs[1:]):
             if im.shape != imgs[0].shape:
@@ -67,7 +62,7 @@ def average_folders(folders: list, out) -> dict:
         n_px += mean.size
         meta = dataclasses.replace(metas[0], bit_depth=16, path=str(files[0]))
         write_image(out / f"{stem}.png", mean, meta)
-    return {"images": len(per_folder[0]), "rms_from_mean": list(255.0 * np.sqrt(sq / n_px))}
+    return {"images": len(stems), "rms_from_mean": list(255.0 * np.sqrt(sq / n_px))}
 
 
 def main(argv=None) -> int:
